@@ -1,0 +1,375 @@
+//! `allday`: train a day/night double VAE, evaluate place retrieval, render translations.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use allday::backend::{backend_name, default_device};
+use allday::checkpoint::Checkpoint;
+use allday::config::{Config, PlaceRange};
+use allday::data::{ImageSet, list_images};
+use allday::evaluation::run::{EvaluationSets, evaluate_latent, evaluate_pixels, format_table};
+use allday::evaluation::{GroundTruth, write_ranked_matches};
+use allday::training::{Trainer, TrainingData};
+use allday::translation::{save_png, translation_grid};
+use anyhow::{Context, Result, bail};
+use clap::{Args, Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+
+/// Learn a day/night-invariant image embedding and retrieve places with it.
+#[derive(Parser, Debug)]
+#[command(name = "allday", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Train the double VAE (stage 1, unsupervised), or resume a run.
+    Train(TrainArgs),
+    /// Evaluate night→day retrieval with a trained checkpoint, beside the raw-pixel baseline.
+    Eval(EvalArgs),
+    /// Write a PNG of day and night images with their reconstructions and translations.
+    Translate(TranslateArgs),
+}
+
+#[derive(Args, Debug)]
+struct TrainArgs {
+    /// TOML config; fields it omits take their defaults (see configs/reference.toml).
+    #[arg(long, conflicts_with = "resume", required_unless_present = "resume")]
+    config: Option<PathBuf>,
+    /// Continue the run in this directory from its newest intact checkpoint.
+    #[arg(long, value_name = "RUN_DIR")]
+    resume: Option<PathBuf>,
+    /// Run directory for config, metrics, log and checkpoints [default: runs/<config name>].
+    #[arg(long, value_name = "RUN_DIR", conflicts_with = "resume")]
+    out: Option<PathBuf>,
+    /// Data root holding the domain folders; replaces `data.root` of the config.
+    #[arg(long, value_name = "DIR")]
+    data: Option<PathBuf>,
+    /// Number of epochs; with --resume, trains a finished run further.
+    #[arg(long)]
+    epochs: Option<usize>,
+    /// Images of each domain per step.
+    #[arg(long, conflicts_with = "resume")]
+    batch_size: Option<usize>,
+    /// Checkpoint every this many epochs.
+    #[arg(long, conflicts_with = "resume")]
+    save_every: Option<usize>,
+    /// Seed of initialisation, data order and noise.
+    #[arg(long, conflicts_with = "resume")]
+    seed: Option<u64>,
+    /// Do not draw progress bars.
+    #[arg(long)]
+    no_progress: bool,
+}
+
+#[derive(Args, Debug)]
+struct EvalArgs {
+    /// Run directory (its newest checkpoint) or one checkpoint directory.
+    #[arg(long, value_name = "PATH")]
+    run: PathBuf,
+    /// Data root holding the database and query folders [default: the run's data.root].
+    #[arg(long, value_name = "DIR")]
+    data: Option<PathBuf>,
+    /// Database folder (day, domain A), relative to the data root.
+    #[arg(long)]
+    database: Option<String>,
+    /// Query folder (night, domain B), relative to the data root.
+    #[arg(long)]
+    queries: Option<String>,
+    /// Places (frame indices) kept in both sets, START..END.
+    #[arg(long, value_name = "START..END")]
+    places: Option<PlaceRange>,
+    /// A database image within this many frames of the query is a true match.
+    #[arg(long)]
+    tolerance: Option<usize>,
+    /// CSV of `query,match[,match…]` pairs to use instead of frame tolerance.
+    #[arg(long, value_name = "CSV")]
+    ground_truth: Option<PathBuf>,
+    /// Write the 10 nearest database images of every query to this CSV.
+    #[arg(long, value_name = "CSV")]
+    matches: Option<PathBuf>,
+    /// Write the figures as JSON to this file.
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+struct TranslateArgs {
+    /// Run directory (its newest checkpoint) or one checkpoint directory.
+    #[arg(long, value_name = "PATH")]
+    run: PathBuf,
+    /// Day (domain A) image [default: first evaluation place of the database folder].
+    #[arg(long, value_name = "IMAGE")]
+    day: Option<PathBuf>,
+    /// Night (domain B) image [default: first evaluation place of the query folder].
+    #[arg(long, value_name = "IMAGE")]
+    night: Option<PathBuf>,
+    /// Data root for the default images [default: the run's data.root].
+    #[arg(long, value_name = "DIR")]
+    data: Option<PathBuf>,
+    /// Output PNG.
+    #[arg(long, short, default_value = "translation.png")]
+    out: PathBuf,
+    /// Magnification of each tile.
+    #[arg(long, default_value_t = 2)]
+    scale: u32,
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Train(args) => train(args),
+        Command::Eval(args) => eval(args),
+        Command::Translate(args) => translate(args),
+    };
+    if let Err(error) = result {
+        eprintln!("error: {error:#}");
+        std::process::exit(1);
+    }
+}
+
+/// Logs to stderr and, when given, to a file (without colours).
+fn init_logging(log_file: Option<&Path>) -> Result<()> {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let stderr = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_target(false);
+    let file = match log_file {
+        Some(path) => {
+            let file = File::options()
+                .create(true)
+                .append(true)
+                .open(path)
+                .with_context(|| format!("cannot open log file {}", path.display()))?;
+            Some(
+                tracing_subscriber::fmt::layer()
+                    .with_writer(Mutex::new(file))
+                    .with_ansi(false)
+                    .with_target(false),
+            )
+        }
+        None => None,
+    };
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(stderr)
+        .with(file)
+        .init();
+    Ok(())
+}
+
+fn train(args: TrainArgs) -> Result<()> {
+    let device = default_device();
+    let mut trainer = if let Some(run_dir) = &args.resume {
+        init_logging(Some(&run_dir.join("train.log")))?;
+        Trainer::resume(run_dir, &device, args.epochs, args.data.as_deref())
+            .with_context(|| format!("cannot resume the run in {}", run_dir.display()))?
+    } else {
+        let config_path = args
+            .config
+            .as_ref()
+            .expect("clap requires --config without --resume");
+        let mut config = Config::load(config_path)?;
+        if let Some(root) = &args.data {
+            config.data.root = root.clone();
+        }
+        if let Some(epochs) = args.epochs {
+            config.training.epochs = epochs;
+        }
+        if let Some(batch_size) = args.batch_size {
+            config.training.batch_size = batch_size;
+        }
+        if let Some(save_every) = args.save_every {
+            config.training.save_every = save_every;
+        }
+        if let Some(seed) = args.seed {
+            config.seed = seed;
+        }
+        config.validate()?;
+        let run_dir = args.out.clone().unwrap_or_else(|| {
+            let name = config_path
+                .file_stem()
+                .unwrap_or_default()
+                .to_string_lossy();
+            PathBuf::from("runs").join(name.as_ref())
+        });
+        if allday::checkpoint::has_checkpoints(&run_dir)? {
+            bail!(
+                "run directory {} already holds checkpoints; continue it with `allday train --resume {}` or pass another --out",
+                run_dir.display(),
+                run_dir.display()
+            );
+        }
+        std::fs::create_dir_all(&run_dir)
+            .with_context(|| format!("cannot create run directory {}", run_dir.display()))?;
+        init_logging(Some(&run_dir.join("train.log")))?;
+        tracing::info!(
+            "loading images from {} ({}×{})",
+            config.data.root.display(),
+            config.data.width,
+            config.data.height
+        );
+        let data = TrainingData::load(&config)?;
+        tracing::info!(
+            "training images: {} in domain A, {} in domain B; validation: {} and {}",
+            data.train_a.len(),
+            data.train_b.len(),
+            data.validation_a.len(),
+            data.validation_b.len()
+        );
+        Trainer::new(config, &run_dir, &device, data)?
+    };
+    let trainer_config = trainer.config().clone();
+    tracing::info!(
+        "backend {}; {} epochs of {} steps, batch {} per domain",
+        backend_name(),
+        trainer_config.training.epochs,
+        trainer.steps_per_epoch(),
+        trainer_config.training.batch_size
+    );
+    trainer = trainer.with_progress(!args.no_progress);
+    let started = std::time::Instant::now();
+    trainer.run()?;
+    tracing::info!(
+        "training finished at epoch {} after {:.1} min",
+        trainer.epoch(),
+        started.elapsed().as_secs_f64() / 60.0
+    );
+    Ok(())
+}
+
+fn eval(args: EvalArgs) -> Result<()> {
+    init_logging(None)?;
+    let device = default_device();
+    let checkpoint = Checkpoint::open(&args.run)?;
+    let config = &checkpoint.config;
+    let evaluation = &config.evaluation;
+    let root = args
+        .data
+        .clone()
+        .unwrap_or_else(|| config.data.root.clone());
+    let database = root.join(args.database.as_deref().unwrap_or(&evaluation.database));
+    let queries = root.join(args.queries.as_deref().unwrap_or(&evaluation.queries));
+    let places = args.places.unwrap_or(evaluation.places);
+    let ground_truth = match &args.ground_truth {
+        Some(path) => GroundTruth::from_csv(path)?,
+        None => GroundTruth::Frames {
+            tolerance: args.tolerance.unwrap_or(evaluation.tolerance),
+        },
+    };
+    for (name, range) in [
+        ("training", config.data.train_places),
+        ("validation", config.data.validation_places),
+    ] {
+        if range.overlaps(&places) {
+            tracing::warn!(
+                "evaluation places {places} overlap the {name} places {range} of this run"
+            );
+        }
+    }
+
+    let model = checkpoint.load_model(&device)?;
+    let sets = EvaluationSets::load(
+        &database,
+        &queries,
+        places,
+        config.data.width,
+        config.data.height,
+    )?;
+    let latent = evaluate_latent(&model, &sets, &ground_truth, &device);
+    let pixels = evaluate_pixels(&sets, &ground_truth, &device)?;
+
+    let tolerance = match &ground_truth {
+        GroundTruth::Frames { tolerance } => format!("±{tolerance} frames"),
+        GroundTruth::Files(_) => "CSV ground truth".into(),
+    };
+    println!(
+        "checkpoint {} (epoch {})\nqueries {} → database {}, places {places}, {tolerance}\n",
+        checkpoint.path.display(),
+        checkpoint.state.epoch,
+        queries.display(),
+        database.display()
+    );
+    print!("{}", format_table(&[latent.clone(), pixels.clone()]));
+
+    if let Some(path) = &args.matches {
+        write_ranked_matches(
+            path,
+            &latent.distances,
+            &sets.queries.entries,
+            &sets.database.entries,
+            &ground_truth,
+            10,
+        )?;
+        println!("\nranked matches written to {}", path.display());
+    }
+    if let Some(path) = &args.json {
+        let report = serde_json::json!({
+            "checkpoint": checkpoint.path,
+            "epoch": checkpoint.state.epoch,
+            "database": database,
+            "queries": queries,
+            "places": places.to_string(),
+            "ground_truth": tolerance,
+            "methods": {
+                latent.name.clone(): latent.metrics,
+                pixels.name.clone(): pixels.metrics,
+            },
+        });
+        let text = serde_json::to_string_pretty(&report)?;
+        allday::io::write_atomic(path, text.as_bytes())?;
+    }
+    Ok(())
+}
+
+fn translate(args: TranslateArgs) -> Result<()> {
+    init_logging(None)?;
+    let device = default_device();
+    let checkpoint = Checkpoint::open(&args.run)?;
+    let config = &checkpoint.config;
+    if args.scale == 0 {
+        bail!("--scale must be at least 1");
+    }
+    let root = args
+        .data
+        .clone()
+        .unwrap_or_else(|| config.data.root.clone());
+    let default_image = |folder: &str| -> Result<PathBuf> {
+        let images = list_images(&root.join(folder))?;
+        let frame = config.evaluation.places.start.min(images.len() - 1);
+        Ok(images[frame].clone())
+    };
+    let day = match args.day {
+        Some(path) => path,
+        None => default_image(&config.evaluation.database)?,
+    };
+    let night = match args.night {
+        Some(path) => path,
+        None => default_image(&config.evaluation.queries)?,
+    };
+    let images = ImageSet::from_files(
+        &[day.clone(), night.clone()],
+        config.data.width,
+        config.data.height,
+    )?;
+    let model = checkpoint.load_model(&device)?;
+    let grid = translation_grid(
+        &model,
+        images.batch(&[0], &device),
+        images.batch(&[1], &device),
+        args.scale,
+    );
+    save_png(&grid, &args.out)?;
+    println!(
+        "wrote {}: rows day ({}) and night ({}); columns original, reconstruction, cycle reconstruction, translation to the other domain",
+        args.out.display(),
+        day.display(),
+        night.display()
+    );
+    Ok(())
+}

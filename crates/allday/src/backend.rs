@@ -1,0 +1,37 @@
+//! Choice of the compute device from the enabled cargo features.
+//!
+//! One model code runs on every backend; the feature picks which one `default_device` returns:
+//! `cuda` (NVIDIA GPU) before `tch` (libtorch, CPU) before `flex` (pure-Rust CPU, the default).
+
+use burn::prelude::Device;
+
+/// The device of the fastest enabled backend, without autodiff.
+pub fn default_device() -> Device {
+    #[cfg(feature = "cuda")]
+    {
+        Device::cuda(0)
+    }
+    #[cfg(all(feature = "tch", not(feature = "cuda")))]
+    {
+        Device::libtorch()
+    }
+    #[cfg(all(feature = "flex", not(any(feature = "tch", feature = "cuda"))))]
+    {
+        Device::flex()
+    }
+    #[cfg(not(any(feature = "flex", feature = "tch", feature = "cuda")))]
+    {
+        compile_error!("enable one backend feature of allday: flex, tch or cuda")
+    }
+}
+
+/// A short name of the backend that `default_device` uses, for logs and reports.
+pub fn backend_name() -> &'static str {
+    if cfg!(feature = "cuda") {
+        "cuda"
+    } else if cfg!(feature = "tch") {
+        "tch (libtorch CPU)"
+    } else {
+        "flex (CPU)"
+    }
+}

@@ -1,0 +1,83 @@
+//! The raw-pixel baseline: greyscale thumbnails compared by cosine distance.
+//!
+//! Each image is converted to grey, resized (bilinear, aspect ratio not kept) to 32×24 and
+//! standardised to zero mean and unit standard deviation over the whole thumbnail.
+
+use burn::prelude::*;
+use image::imageops::FilterType;
+use rayon::prelude::*;
+
+use crate::data::ImageEntry;
+use crate::error::{Error, Result};
+
+pub const PIXEL_WIDTH: u32 = 32;
+pub const PIXEL_HEIGHT: u32 = 24;
+
+/// The standardised 32×24 grey thumbnail of one image, row-major.
+pub fn pixel_descriptor(path: &std::path::Path) -> Result<Vec<f32>> {
+    let image = image::open(path).map_err(|source| Error::Image {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let grey = image::imageops::resize(
+        &image.to_luma8(),
+        PIXEL_WIDTH,
+        PIXEL_HEIGHT,
+        FilterType::Triangle,
+    );
+    let values: Vec<f32> = grey.pixels().map(|pixel| f32::from(pixel[0])).collect();
+    let count = values.len() as f32;
+    let mean = values.iter().sum::<f32>() / count;
+    let variance = values
+        .iter()
+        .map(|value| (value - mean).powi(2))
+        .sum::<f32>()
+        / count;
+    // A uniform image has no contrast to standardise; it keeps zeros.
+    let deviation = variance.sqrt().max(1e-6);
+    Ok(values
+        .iter()
+        .map(|value| (value - mean) / deviation)
+        .collect())
+}
+
+/// Pixel descriptors of several images, decoded in parallel.
+///
+/// Returns `[images, 32·24]`.
+pub fn pixel_descriptors(entries: &[ImageEntry], device: &Device) -> Result<Tensor<2>> {
+    let rows: Vec<Vec<f32>> = entries
+        .par_iter()
+        .map(|entry| pixel_descriptor(&entry.path))
+        .collect::<Result<_>>()?;
+    let dims = (PIXEL_WIDTH * PIXEL_HEIGHT) as usize;
+    Ok(Tensor::from_data(
+        TensorData::new(rows.concat(), [entries.len(), dims]),
+        device,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn descriptor_is_standardised() {
+        let folder = tempfile::tempdir().unwrap();
+        let path = folder.path().join("ramp.png");
+        image::RgbImage::from_fn(64, 48, |x, y| {
+            image::Rgb([(x * 4) as u8, (y * 5) as u8, 30])
+        })
+        .save(&path)
+        .unwrap();
+        let descriptor = pixel_descriptor(&path).unwrap();
+        assert_eq!(descriptor.len(), 32 * 24);
+        let mean = descriptor.iter().sum::<f32>() / descriptor.len() as f32;
+        let variance = descriptor
+            .iter()
+            .map(|value| (value - mean).powi(2))
+            .sum::<f32>()
+            / descriptor.len() as f32;
+        assert!(mean.abs() < 1e-4, "{mean}");
+        assert!((variance - 1.0).abs() < 1e-3, "{variance}");
+    }
+}

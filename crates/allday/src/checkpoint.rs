@@ -1,0 +1,318 @@
+//! Checkpoints: the model, the optimizer state and the training position, saved atomically.
+//!
+//! A checkpoint is a directory `checkpoints/epoch-NNNNNN/` inside the run directory:
+//!
+//! - `model.bpk`: the double VAE's parameters and batch-norm statistics (burnpack, which also
+//!   stores parameter ids, so the optimizer state finds its parameters again);
+//! - `optimizer.bpk`: Adam's moment estimates;
+//! - `state.json`: epoch, step, seed, the full config and a SHA-256 of each file above.
+//!
+//! The directory is written under a temporary name, every file is synced, and only then is it
+//! renamed into place, so a killed process leaves either the complete checkpoint or none.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use burn::optim::ModuleOptimizer;
+use burn::prelude::*;
+use burn::store::{BurnpackStore, ModuleSnapshot};
+use burn::tensor::Bytes;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::model::DoubleVae;
+
+const FORMAT_VERSION: u32 = 1;
+const MODEL_FILE: &str = "model.bpk";
+const OPTIMIZER_FILE: &str = "optimizer.bpk";
+const STATE_FILE: &str = "state.json";
+const CHECKPOINTS_DIR: &str = "checkpoints";
+const PREFIX: &str = "epoch-";
+
+/// The training position and provenance stored beside the weights.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CheckpointState {
+    pub format: u32,
+    /// Epochs completed.
+    pub epoch: usize,
+    /// Optimizer steps completed.
+    pub step: usize,
+    /// The run's config as TOML, every field included.
+    pub config: String,
+    /// SHA-256 (hex) of each weight file.
+    pub sha256: BTreeMap<String, String>,
+}
+
+/// A checkpoint on disk whose state has been read and checked.
+#[derive(Debug, Clone)]
+pub struct Checkpoint {
+    pub path: PathBuf,
+    pub state: CheckpointState,
+    pub config: Config,
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect()
+}
+
+fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
+    let mut file = File::create(path).map_err(|source| Error::io(path, source))?;
+    file.write_all(bytes)
+        .map_err(|source| Error::io(path, source))?;
+    file.sync_all().map_err(|source| Error::io(path, source))
+}
+
+fn sync_dir(path: &Path) -> Result<()> {
+    File::open(path)
+        .and_then(|dir| dir.sync_all())
+        .map_err(|source| Error::io(path, source))
+}
+
+/// The checkpoint directory name of an epoch.
+fn checkpoint_name(epoch: usize) -> String {
+    format!("{PREFIX}{epoch:06}")
+}
+
+/// Serialises a module's parameters to burnpack bytes.
+///
+/// Batch-norm running statistics lag one update behind in burn 0.22; `valid()` merges the
+/// pending update, so the saved statistics are the current ones.
+pub fn model_bytes<M: Module + ModuleSnapshot>(
+    model: &M,
+    path_for_errors: &Path,
+) -> Result<Vec<u8>> {
+    let snapshot = model.valid();
+    let mut store = BurnpackStore::from_bytes(None);
+    snapshot
+        .save_into(&mut store)
+        .and_then(|_| store.get_bytes())
+        .map(|bytes| bytes.to_vec())
+        .map_err(|error| Error::Weights {
+            path: path_for_errors.to_path_buf(),
+            message: error.to_string(),
+        })
+}
+
+/// Writes a checkpoint for `epoch` into `run_dir/checkpoints/`, atomically, then removes all
+/// but the newest `keep` checkpoints.
+pub fn save(
+    run_dir: &Path,
+    config: &Config,
+    epoch: usize,
+    step: usize,
+    model: &DoubleVae,
+    optimizer: &ModuleOptimizer,
+    keep: usize,
+) -> Result<PathBuf> {
+    let checkpoints = run_dir.join(CHECKPOINTS_DIR);
+    std::fs::create_dir_all(&checkpoints).map_err(|source| Error::io(&checkpoints, source))?;
+    let name = checkpoint_name(epoch);
+    let final_path = checkpoints.join(&name);
+    let temporary = checkpoints.join(format!(".{name}.tmp-{}", std::process::id()));
+    if temporary.exists() {
+        std::fs::remove_dir_all(&temporary).map_err(|source| Error::io(&temporary, source))?;
+    }
+    std::fs::create_dir(&temporary).map_err(|source| Error::io(&temporary, source))?;
+
+    let model = model_bytes(model, &final_path.join(MODEL_FILE))?;
+    let optimizer = optimizer
+        .into_bytes()
+        .map(|bytes| bytes.to_vec())
+        .map_err(|error| Error::Weights {
+            path: final_path.join(OPTIMIZER_FILE),
+            message: error.to_string(),
+        })?;
+
+    let mut sha256 = BTreeMap::new();
+    for (file, bytes) in [(MODEL_FILE, &model), (OPTIMIZER_FILE, &optimizer)] {
+        write_synced(&temporary.join(file), bytes)?;
+        sha256.insert(file.to_string(), sha256_hex(bytes));
+    }
+    let state = CheckpointState {
+        format: FORMAT_VERSION,
+        epoch,
+        step,
+        config: config.to_toml(),
+        sha256,
+    };
+    let json = serde_json::to_vec_pretty(&state).expect("checkpoint state serialises to JSON");
+    write_synced(&temporary.join(STATE_FILE), &json)?;
+    sync_dir(&temporary)?;
+
+    if final_path.exists() {
+        // A resumed run that repeats an epoch replaces that epoch's older checkpoint.
+        std::fs::remove_dir_all(&final_path).map_err(|source| Error::io(&final_path, source))?;
+    }
+    std::fs::rename(&temporary, &final_path).map_err(|source| Error::io(&final_path, source))?;
+    sync_dir(&checkpoints)?;
+
+    prune(&checkpoints, keep)?;
+    Ok(final_path)
+}
+
+/// Removes all but the newest `keep` checkpoints and any leftover temporary directories.
+fn prune(checkpoints: &Path, keep: usize) -> Result<()> {
+    let mut epochs = list(checkpoints)?;
+    epochs.sort_unstable_by(|a, b| b.0.cmp(&a.0));
+    for (_, path) in epochs.into_iter().skip(keep.max(1)) {
+        std::fs::remove_dir_all(&path).map_err(|source| Error::io(&path, source))?;
+    }
+    Ok(())
+}
+
+/// The checkpoint directories under `checkpoints` with their epochs, unordered.
+fn list(checkpoints: &Path) -> Result<Vec<(usize, PathBuf)>> {
+    if !checkpoints.is_dir() {
+        return Ok(Vec::new());
+    }
+    let entries =
+        std::fs::read_dir(checkpoints).map_err(|source| Error::io(checkpoints, source))?;
+    let mut found = Vec::new();
+    for entry in entries {
+        let path = entry
+            .map_err(|source| Error::io(checkpoints, source))?
+            .path();
+        let epoch = path
+            .file_name()
+            .and_then(|name| name.to_str())
+            .and_then(|name| name.strip_prefix(PREFIX))
+            .and_then(|number| number.parse::<usize>().ok());
+        if let (Some(epoch), true) = (epoch, path.is_dir()) {
+            found.push((epoch, path));
+        }
+    }
+    Ok(found)
+}
+
+/// Whether `run_dir` already holds at least one checkpoint.
+pub fn has_checkpoints(run_dir: &Path) -> Result<bool> {
+    Ok(!list(&run_dir.join(CHECKPOINTS_DIR))?.is_empty())
+}
+
+impl Checkpoint {
+    /// Opens `path`, which is either a checkpoint directory or a run directory; for a run
+    /// directory, the newest checkpoint whose files are intact.
+    pub fn open(path: &Path) -> Result<Checkpoint> {
+        if path.join(STATE_FILE).is_file() {
+            let checkpoint = Self::read(path)?;
+            checkpoint.verify()?;
+            return Ok(checkpoint);
+        }
+        if !path.exists() {
+            return Err(Error::NoCheckpoint {
+                path: path.to_path_buf(),
+            });
+        }
+        let mut epochs = list(&path.join(CHECKPOINTS_DIR))?;
+        epochs.sort_unstable_by(|a, b| b.0.cmp(&a.0));
+        for (_, candidate) in epochs {
+            match Self::read(&candidate)
+                .and_then(|checkpoint| checkpoint.verify().map(|_| checkpoint))
+            {
+                Ok(checkpoint) => return Ok(checkpoint),
+                Err(error) => tracing::warn!("skipping damaged checkpoint: {error}"),
+            }
+        }
+        Err(Error::NoCheckpoint {
+            path: path.to_path_buf(),
+        })
+    }
+
+    fn read(path: &Path) -> Result<Checkpoint> {
+        let state_path = path.join(STATE_FILE);
+        let text = std::fs::read(&state_path).map_err(|source| Error::io(&state_path, source))?;
+        let state: CheckpointState =
+            serde_json::from_slice(&text).map_err(|error| Error::InvalidCheckpoint {
+                path: state_path.clone(),
+                message: error.to_string(),
+            })?;
+        if state.format != FORMAT_VERSION {
+            return Err(Error::InvalidCheckpoint {
+                path: state_path,
+                message: format!(
+                    "format version {} is not supported by this allday (expected {FORMAT_VERSION})",
+                    state.format
+                ),
+            });
+        }
+        let config = Config::from_toml(&state.config, &state_path)?;
+        Ok(Checkpoint {
+            path: path.to_path_buf(),
+            state,
+            config,
+        })
+    }
+
+    /// Reads a weight file and checks it against the checksum in `state.json`.
+    fn read_verified(&self, file: &str) -> Result<Vec<u8>> {
+        let path = self.path.join(file);
+        let bytes = std::fs::read(&path).map_err(|source| Error::io(&path, source))?;
+        let expected = self
+            .state
+            .sha256
+            .get(file)
+            .ok_or_else(|| Error::InvalidCheckpoint {
+                path: self.path.join(STATE_FILE),
+                message: format!("no checksum for {file}"),
+            })?;
+        if &sha256_hex(&bytes) != expected {
+            return Err(Error::InvalidCheckpoint {
+                path,
+                message: "checksum mismatch (the file is damaged or was modified)".into(),
+            });
+        }
+        Ok(bytes)
+    }
+
+    fn verify(&self) -> Result<()> {
+        for file in [MODEL_FILE, OPTIMIZER_FILE] {
+            self.read_verified(file)?;
+        }
+        Ok(())
+    }
+
+    /// Builds the model of the checkpoint's config on `device` and loads its weights.
+    pub fn load_model(&self, device: &Device) -> Result<DoubleVae> {
+        let bytes = self.read_verified(MODEL_FILE)?;
+        let mut model = DoubleVae::new(&self.config.model, device);
+        let mut store = BurnpackStore::from_bytes(Some(Bytes::from_bytes_vec(bytes)));
+        let weights_error = |message: String| Error::Weights {
+            path: self.path.join(MODEL_FILE),
+            message,
+        };
+        let result = model
+            .load_from(&mut store)
+            .map_err(|error| weights_error(error.to_string()))?;
+        if !result.is_success() || !result.missing.is_empty() {
+            return Err(weights_error(format!(
+                "the weights do not fit the model of the config ({} errors, {} missing tensors, first: {:?})",
+                result.errors.len(),
+                result.missing.len(),
+                result
+                    .errors
+                    .first()
+                    .map(|error| error.to_string())
+                    .or_else(|| result.missing.first().map(|missing| missing.0.clone()))
+            )));
+        }
+        Ok(model)
+    }
+
+    /// Restores the optimizer state into `optimizer`, a freshly built one of the same kind.
+    pub fn load_optimizer(&self, optimizer: ModuleOptimizer) -> Result<ModuleOptimizer> {
+        let bytes = self.read_verified(OPTIMIZER_FILE)?;
+        optimizer
+            .from_bytes(Bytes::from_bytes_vec(bytes))
+            .map_err(|error| Error::Weights {
+                path: self.path.join(OPTIMIZER_FILE),
+                message: error.to_string(),
+            })
+    }
+}

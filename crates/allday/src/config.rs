@@ -1,0 +1,469 @@
+//! Training and evaluation configuration, read from and written to TOML.
+//!
+//! Every field has a default, so a config file only lists what it changes. The defaults are the
+//! full sizes of the design (UNIT, Liu et al. 2017): 64/128/256 channels, two private and two
+//! shared residual blocks per encoder, two shared blocks per decoder, loss weights 10 / 0.01 /
+//! 10 / 0.01 and Adam with learning rate 1e-4.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::error::{Error, Result};
+
+/// The whole configuration of a training run and of its default evaluation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Seed of weight initialisation, data order and latent noise.
+    pub seed: u64,
+    pub data: DataConfig,
+    pub model: ModelConfig,
+    pub loss: LossWeights,
+    pub optimizer: OptimizerConfig,
+    pub training: TrainingConfig,
+    pub evaluation: EvaluationConfig,
+}
+
+/// Where the two image domains come from and how images are prepared.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DataConfig {
+    /// Folder that the domain folders below are relative to.
+    pub root: PathBuf,
+    /// Folders of domain A (day). Their images are pooled.
+    pub domain_a: Vec<String>,
+    /// Folders of domain B (night).
+    pub domain_b: Vec<String>,
+    /// Network input width in pixels; divisible by 4.
+    pub width: usize,
+    /// Network input height in pixels; divisible by 4.
+    pub height: usize,
+    /// Places (frame indices, half-open) used for training.
+    pub train_places: PlaceRange,
+    /// Places used for the per-epoch validation reconstruction. They must not overlap the
+    /// training places nor the evaluation places.
+    pub validation_places: PlaceRange,
+}
+
+/// Layer sizes of the double VAE.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ModelConfig {
+    /// Output channels of the 7×7 stem and of the two stride-2 convolutions. The last entry is
+    /// the number of latent channels.
+    pub channels: [usize; 3],
+    /// Residual blocks (two 3×3 convolutions each) private to each encoder.
+    pub private_blocks: usize,
+    /// Residual blocks shared by both encoders; their output is the latent mean.
+    pub shared_encoder_blocks: usize,
+    /// Residual blocks shared by both decoders, applied to the latent first.
+    pub shared_decoder_blocks: usize,
+}
+
+/// Weights of UNIT's loss terms.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LossWeights {
+    /// L1 reconstruction of each domain through its own decoder.
+    pub reconstruction: f64,
+    /// KL term of the latent, mean(μ²) under UNIT's unit-variance VAE.
+    pub kl: f64,
+    /// L1 reconstruction after translating to the other domain and back.
+    pub cycle: f64,
+    /// KL term of the latent of the translated images.
+    pub cycle_kl: f64,
+}
+
+/// Adam's settings. UNIT uses β₁ = 0.5 and weight decay 1e-4.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OptimizerConfig {
+    pub learning_rate: f64,
+    pub beta1: f32,
+    pub beta2: f32,
+    /// L2 penalty added to the gradient (Adam, not AdamW); 0 disables it.
+    pub weight_decay: f32,
+}
+
+/// Length of training and how often to checkpoint.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TrainingConfig {
+    /// Number of epochs. One epoch is one pass over domain A's training images; domain B's
+    /// images are drawn from their own shuffled order, which restarts whenever it runs out.
+    pub epochs: usize,
+    /// Images of each domain per step.
+    pub batch_size: usize,
+    /// Write a checkpoint every this many epochs (and always after the last one).
+    pub save_every: usize,
+}
+
+/// The default retrieval evaluation of `allday eval`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EvaluationConfig {
+    /// Folder of database images (domain A, relative to the data root).
+    pub database: String,
+    /// Folder of query images (domain B).
+    pub queries: String,
+    /// Places kept in both database and queries.
+    pub places: PlaceRange,
+    /// A database image within this many frames of the query's frame is a true match.
+    pub tolerance: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            seed: 42,
+            data: DataConfig::default(),
+            model: ModelConfig::default(),
+            loss: LossWeights::default(),
+            optimizer: OptimizerConfig::default(),
+            training: TrainingConfig::default(),
+            evaluation: EvaluationConfig::default(),
+        }
+    }
+}
+
+impl Default for DataConfig {
+    fn default() -> Self {
+        DataConfig {
+            root: PathBuf::from("../shared/data/gardens_point"),
+            domain_a: vec!["day_left".into(), "day_right".into()],
+            domain_b: vec!["night_right".into()],
+            width: 128,
+            height: 96,
+            train_places: PlaceRange { start: 0, end: 90 },
+            validation_places: PlaceRange {
+                start: 90,
+                end: 100,
+            },
+        }
+    }
+}
+
+impl Default for ModelConfig {
+    fn default() -> Self {
+        ModelConfig {
+            channels: [64, 128, 256],
+            private_blocks: 2,
+            shared_encoder_blocks: 2,
+            shared_decoder_blocks: 2,
+        }
+    }
+}
+
+impl Default for LossWeights {
+    fn default() -> Self {
+        LossWeights {
+            reconstruction: 10.0,
+            kl: 0.01,
+            cycle: 10.0,
+            cycle_kl: 0.01,
+        }
+    }
+}
+
+impl Default for OptimizerConfig {
+    fn default() -> Self {
+        OptimizerConfig {
+            learning_rate: 1e-4,
+            beta1: 0.5,
+            beta2: 0.999,
+            weight_decay: 1e-4,
+        }
+    }
+}
+
+impl Default for TrainingConfig {
+    fn default() -> Self {
+        TrainingConfig {
+            epochs: 100,
+            batch_size: 8,
+            save_every: 5,
+        }
+    }
+}
+
+impl Default for EvaluationConfig {
+    fn default() -> Self {
+        EvaluationConfig {
+            database: "day_right".into(),
+            queries: "night_right".into(),
+            places: PlaceRange {
+                start: 100,
+                end: 200,
+            },
+            tolerance: 2,
+        }
+    }
+}
+
+impl Config {
+    /// Reads and validates a TOML config file.
+    pub fn load(path: &Path) -> Result<Config> {
+        let text = std::fs::read_to_string(path).map_err(|source| Error::io(path, source))?;
+        Config::from_toml(&text, path)
+    }
+
+    /// Parses and validates TOML text; `origin` names the source in error messages.
+    pub fn from_toml(text: &str, origin: &Path) -> Result<Config> {
+        let config: Config = toml::from_str(text).map_err(|error| Error::ConfigParse {
+            path: origin.to_path_buf(),
+            message: error.to_string().trim_end().replace('\n', " "),
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Serialises the config, every field included, as TOML.
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).expect("a Config always serialises to TOML")
+    }
+
+    /// Checks the values that parsing cannot: sizes, counts and overlapping place ranges.
+    pub fn validate(&self) -> Result<()> {
+        fn invalid(field: &'static str, value: impl fmt::Display, expected: &str) -> Error {
+            Error::InvalidConfig {
+                field,
+                value: value.to_string(),
+                expected: expected.to_string(),
+            }
+        }
+
+        let data = &self.data;
+        if data.width == 0 || data.width % 4 != 0 {
+            return Err(invalid(
+                "data.width",
+                data.width,
+                "a positive multiple of 4 (the latent is at 1/4 resolution)",
+            ));
+        }
+        if data.height == 0 || data.height % 4 != 0 {
+            return Err(invalid(
+                "data.height",
+                data.height,
+                "a positive multiple of 4 (the latent is at 1/4 resolution)",
+            ));
+        }
+        if data.domain_a.is_empty() {
+            return Err(invalid("data.domain_a", "[]", "at least one folder"));
+        }
+        if data.domain_b.is_empty() {
+            return Err(invalid("data.domain_b", "[]", "at least one folder"));
+        }
+        if data.train_places.overlaps(&data.validation_places) {
+            return Err(invalid(
+                "data.validation_places",
+                data.validation_places,
+                &format!("places outside the training places {}", data.train_places),
+            ));
+        }
+        let evaluation = &self.evaluation;
+        for (field, range) in [
+            ("data.train_places", data.train_places),
+            ("data.validation_places", data.validation_places),
+        ] {
+            if range.overlaps(&evaluation.places) {
+                return Err(invalid(
+                    field,
+                    range,
+                    &format!(
+                        "places outside the evaluation places {} (a place must never be both trained on and evaluated)",
+                        evaluation.places
+                    ),
+                ));
+            }
+        }
+
+        let model = &self.model;
+        if model.channels.contains(&0) {
+            return Err(invalid(
+                "model.channels",
+                format!("{:?}", model.channels),
+                "three positive channel counts",
+            ));
+        }
+        if model.channels[2] % 4 != 0 {
+            return Err(invalid(
+                "model.channels",
+                format!("{:?}", model.channels),
+                "a last (latent) entry divisible by 4, since the decoder halves it twice",
+            ));
+        }
+
+        let training = &self.training;
+        if training.epochs == 0 {
+            return Err(invalid("training.epochs", 0, "at least 1"));
+        }
+        if training.batch_size < 2 {
+            return Err(invalid(
+                "training.batch_size",
+                training.batch_size,
+                "at least 2 (batch norm needs more than one image per batch)",
+            ));
+        }
+        if training.save_every == 0 {
+            return Err(invalid("training.save_every", 0, "at least 1"));
+        }
+
+        let optimizer = &self.optimizer;
+        if !(optimizer.learning_rate.is_finite() && optimizer.learning_rate > 0.0) {
+            return Err(invalid(
+                "optimizer.learning_rate",
+                optimizer.learning_rate,
+                "a positive number",
+            ));
+        }
+        for (field, beta) in [
+            ("optimizer.beta1", optimizer.beta1),
+            ("optimizer.beta2", optimizer.beta2),
+        ] {
+            if !(0.0..1.0).contains(&beta) {
+                return Err(invalid(field, beta, "a number in [0, 1)"));
+            }
+        }
+        if !(optimizer.weight_decay.is_finite() && optimizer.weight_decay >= 0.0) {
+            return Err(invalid(
+                "optimizer.weight_decay",
+                optimizer.weight_decay,
+                "zero or a positive number",
+            ));
+        }
+        for (field, weight) in [
+            ("loss.reconstruction", self.loss.reconstruction),
+            ("loss.kl", self.loss.kl),
+            ("loss.cycle", self.loss.cycle),
+            ("loss.cycle_kl", self.loss.cycle_kl),
+        ] {
+            if !(weight.is_finite() && weight >= 0.0) {
+                return Err(invalid(field, weight, "zero or a positive number"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A half-open range of place (frame) indices, written `START..END` as in Rust.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PlaceRange {
+    pub start: usize,
+    pub end: usize,
+}
+
+impl PlaceRange {
+    pub fn len(&self) -> usize {
+        self.end - self.start
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.end <= self.start
+    }
+
+    pub fn contains(&self, place: usize) -> bool {
+        (self.start..self.end).contains(&place)
+    }
+
+    pub fn overlaps(&self, other: &PlaceRange) -> bool {
+        self.start < other.end && other.start < self.end
+    }
+}
+
+impl fmt::Display for PlaceRange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}..{}", self.start, self.end)
+    }
+}
+
+impl FromStr for PlaceRange {
+    type Err = Error;
+
+    fn from_str(text: &str) -> Result<Self> {
+        let invalid = || Error::InvalidPlaceRange {
+            value: text.to_string(),
+        };
+        let (start, end) = text.split_once("..").ok_or_else(invalid)?;
+        let start: usize = start.trim().parse().map_err(|_| invalid())?;
+        let end: usize = end.trim().parse().map_err(|_| invalid())?;
+        if start >= end {
+            return Err(invalid());
+        }
+        Ok(PlaceRange { start, end })
+    }
+}
+
+impl Serialize for PlaceRange {
+    fn serialize<S: Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for PlaceRange {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_round_trip_through_toml() {
+        let config = Config::default();
+        let text = config.to_toml();
+        let parsed = Config::from_toml(&text, Path::new("inline")).unwrap();
+        assert_eq!(parsed, config);
+    }
+
+    #[test]
+    fn partial_file_keeps_other_defaults() {
+        let text = "[training]\nepochs = 3\n[data]\nwidth = 64\n";
+        let config = Config::from_toml(text, Path::new("inline")).unwrap();
+        assert_eq!(config.training.epochs, 3);
+        assert_eq!(config.data.width, 64);
+        assert_eq!(config.training.batch_size, 8);
+        assert_eq!(config.loss, LossWeights::default());
+    }
+
+    #[test]
+    fn unknown_key_names_the_key() {
+        let error =
+            Config::from_toml("[training]\nepoch = 3\n", Path::new("run.toml")).unwrap_err();
+        let message = error.to_string();
+        assert!(message.contains("run.toml"), "{message}");
+        assert!(message.contains("epoch"), "{message}");
+    }
+
+    #[test]
+    fn width_not_divisible_by_four_rejected() {
+        let error = Config::from_toml("[data]\nwidth = 66\n", Path::new("inline")).unwrap_err();
+        assert!(error.to_string().contains("data.width"), "{error}");
+    }
+
+    #[test]
+    fn training_overlapping_evaluation_rejected() {
+        let text = "[data]\ntrain_places = \"0..110\"\nvalidation_places = \"200..210\"\n";
+        let error = Config::from_toml(text, Path::new("inline")).unwrap_err();
+        assert!(error.to_string().contains("data.train_places"), "{error}");
+    }
+
+    #[test]
+    fn place_range_parses_and_rejects() {
+        assert_eq!(
+            "100..200".parse::<PlaceRange>().unwrap(),
+            PlaceRange {
+                start: 100,
+                end: 200
+            }
+        );
+        assert!("200..100".parse::<PlaceRange>().is_err());
+        assert!("5".parse::<PlaceRange>().is_err());
+        assert!("a..b".parse::<PlaceRange>().is_err());
+    }
+}

@@ -1,0 +1,302 @@
+//! Image folders, preprocessing and batching.
+//!
+//! A domain is one or more folders of images. The images of a folder are sorted by file name and
+//! the position in that order is the image's frame index, which is its place on
+//! frame-synchronised routes such as Gardens Point (frame i is place i in every folder).
+
+use std::path::{Path, PathBuf};
+
+use burn::prelude::*;
+use image::imageops::FilterType;
+use rayon::prelude::*;
+
+use crate::config::PlaceRange;
+use crate::error::{Error, Result};
+
+const IMAGE_EXTENSIONS: [&str; 3] = ["jpg", "jpeg", "png"];
+
+/// Lists the images of a folder sorted by file name; the index in the list is the frame index.
+pub fn list_images(folder: &Path) -> Result<Vec<PathBuf>> {
+    if !folder.is_dir() {
+        return Err(Error::MissingFolder {
+            path: folder.to_path_buf(),
+        });
+    }
+    let entries = std::fs::read_dir(folder).map_err(|source| Error::io(folder, source))?;
+    let mut images = Vec::new();
+    for entry in entries {
+        let path = entry.map_err(|source| Error::io(folder, source))?.path();
+        let is_image = path
+            .extension()
+            .and_then(|extension| extension.to_str())
+            .is_some_and(|extension| {
+                IMAGE_EXTENSIONS
+                    .iter()
+                    .any(|known| extension.eq_ignore_ascii_case(known))
+            });
+        if is_image && path.is_file() {
+            images.push(path);
+        }
+    }
+    if images.is_empty() {
+        return Err(Error::NoImages {
+            path: folder.to_path_buf(),
+        });
+    }
+    images.sort();
+    Ok(images)
+}
+
+/// Decodes an image, resizes it keeping its aspect ratio so that it covers `width`×`height`,
+/// and crops the centre.
+///
+/// Returns the pixels in channel-major order `[3, height, width]`, scaled to [0, 1]. Grey images
+/// are repeated over the three channels.
+pub fn load_image(path: &Path, width: usize, height: usize) -> Result<Vec<f32>> {
+    let image = image::open(path).map_err(|source| Error::Image {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let image = image.to_rgb8();
+    let (source_width, source_height) = image.dimensions();
+    if source_width == 0 || source_height == 0 {
+        return Err(Error::Image {
+            path: path.to_path_buf(),
+            source: image::ImageError::Limits(image::error::LimitError::from_kind(
+                image::error::LimitErrorKind::DimensionError,
+            )),
+        });
+    }
+
+    // The smallest scale at which the image covers the target in both directions.
+    let scale = f64::max(
+        width as f64 / source_width as f64,
+        height as f64 / source_height as f64,
+    );
+    let scaled_width = ((source_width as f64 * scale).round() as u32).max(width as u32);
+    let scaled_height = ((source_height as f64 * scale).round() as u32).max(height as u32);
+    let resized =
+        image::imageops::resize(&image, scaled_width, scaled_height, FilterType::Triangle);
+    let left = (scaled_width - width as u32) / 2;
+    let top = (scaled_height - height as u32) / 2;
+    let cropped = image::imageops::crop_imm(&resized, left, top, width as u32, height as u32);
+
+    let plane = width * height;
+    let mut pixels = vec![0.0f32; 3 * plane];
+    for (x, y, pixel) in cropped.to_image().enumerate_pixels() {
+        let offset = y as usize * width + x as usize;
+        for channel in 0..3 {
+            pixels[channel * plane + offset] = f32::from(pixel[channel]) / 255.0;
+        }
+    }
+    Ok(pixels)
+}
+
+/// One image of a set: where it came from and its frame index in its folder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageEntry {
+    pub path: PathBuf,
+    pub frame: usize,
+}
+
+/// Preprocessed images held in memory, ready to batch.
+#[derive(Debug, Clone)]
+pub struct ImageSet {
+    pub entries: Vec<ImageEntry>,
+    pub width: usize,
+    pub height: usize,
+    /// `[len, 3, height, width]`, row-major.
+    pixels: Vec<f32>,
+}
+
+impl ImageSet {
+    /// Loads the images of the given folders whose frame index lies in `places`, decoding in
+    /// parallel.
+    pub fn load(
+        folders: &[PathBuf],
+        places: PlaceRange,
+        width: usize,
+        height: usize,
+    ) -> Result<ImageSet> {
+        let mut entries = Vec::new();
+        for folder in folders {
+            let images = list_images(folder)?;
+            if places.end > images.len() {
+                return Err(Error::PlacesOutOfRange {
+                    folder: folder.clone(),
+                    start: places.start,
+                    end: places.end,
+                    available: images.len(),
+                });
+            }
+            entries.extend(
+                images
+                    .into_iter()
+                    .enumerate()
+                    .filter(|(frame, _)| places.contains(*frame))
+                    .map(|(frame, path)| ImageEntry { path, frame }),
+            );
+        }
+        Self::from_entries(entries, width, height)
+    }
+
+    /// Loads the given files; the frame index of each is its position in `paths`.
+    pub fn from_files(paths: &[PathBuf], width: usize, height: usize) -> Result<ImageSet> {
+        let entries = paths
+            .iter()
+            .enumerate()
+            .map(|(frame, path)| ImageEntry {
+                path: path.clone(),
+                frame,
+            })
+            .collect();
+        Self::from_entries(entries, width, height)
+    }
+
+    fn from_entries(entries: Vec<ImageEntry>, width: usize, height: usize) -> Result<ImageSet> {
+        let decoded: Vec<Vec<f32>> = entries
+            .par_iter()
+            .map(|entry| load_image(&entry.path, width, height))
+            .collect::<Result<_>>()?;
+        Ok(ImageSet {
+            entries,
+            width,
+            height,
+            pixels: decoded.concat(),
+        })
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The pixels of one image, `[3, height, width]`.
+    pub fn image(&self, index: usize) -> &[f32] {
+        let size = 3 * self.width * self.height;
+        &self.pixels[index * size..(index + 1) * size]
+    }
+
+    /// Stacks the images at `indices` into a tensor `[indices.len(), 3, height, width]`.
+    pub fn batch(&self, indices: &[usize], device: &Device) -> Tensor<4> {
+        let mut values = Vec::with_capacity(indices.len() * 3 * self.width * self.height);
+        for &index in indices {
+            values.extend_from_slice(self.image(index));
+        }
+        let shape = [indices.len(), 3, self.height, self.width];
+        Tensor::from_data(TensorData::new(values, shape), device)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write_png(path: &Path, width: u32, height: u32, grey: bool) {
+        if grey {
+            image::GrayImage::from_fn(width, height, |x, _| image::Luma([(x * 255 / width) as u8]))
+                .save(path)
+                .unwrap();
+        } else {
+            image::RgbImage::from_fn(width, height, |x, y| {
+                image::Rgb([(x % 256) as u8, (y % 256) as u8, 128])
+            })
+            .save(path)
+            .unwrap();
+        }
+    }
+
+    #[test]
+    fn missing_folder_names_path() {
+        let error = list_images(Path::new("/nonexistent/allday/day")).unwrap_err();
+        assert!(matches!(error, Error::MissingFolder { .. }));
+        assert!(
+            error.to_string().contains("/nonexistent/allday/day"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn empty_folder_rejected() {
+        let folder = tempfile::tempdir().unwrap();
+        std::fs::write(folder.path().join("notes.txt"), "not an image").unwrap();
+        let error = list_images(folder.path()).unwrap_err();
+        assert!(matches!(error, Error::NoImages { .. }), "{error}");
+    }
+
+    #[test]
+    fn unreadable_image_names_path() {
+        let folder = tempfile::tempdir().unwrap();
+        let path = folder.path().join("broken.jpg");
+        std::fs::write(&path, b"this is text, not a JPEG").unwrap();
+        let error = load_image(&path, 8, 8).unwrap_err();
+        assert!(matches!(error, Error::Image { .. }), "{error}");
+        assert!(error.to_string().contains("broken.jpg"), "{error}");
+    }
+
+    #[test]
+    fn images_sorted_by_name_with_frames() {
+        let folder = tempfile::tempdir().unwrap();
+        for name in ["b.png", "a.png", "c.PNG"] {
+            write_png(&folder.path().join(name), 8, 8, false);
+        }
+        let names: Vec<_> = list_images(folder.path())
+            .unwrap()
+            .iter()
+            .map(|path| path.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, ["a.png", "b.png", "c.PNG"]);
+    }
+
+    #[test]
+    fn resize_keeps_aspect_and_crops_centre() {
+        let folder = tempfile::tempdir().unwrap();
+        let path = folder.path().join("wide.png");
+        // 40×10 with a horizontal grey ramp; the target 8×8 covers the middle 10×10 after
+        // scaling by 0.8, so the output ramp spans roughly the middle quarter of the input.
+        write_png(&path, 40, 10, true);
+        let pixels = load_image(&path, 8, 8).unwrap();
+        assert_eq!(pixels.len(), 3 * 8 * 8);
+        let first = pixels[0];
+        let last = pixels[7];
+        assert!(first > 0.3 && first < 0.5, "left edge {first}");
+        assert!(last > 0.5 && last < 0.7, "right edge {last}");
+        // Grey input gives equal channels.
+        assert_eq!(pixels[0], pixels[64]);
+        assert_eq!(pixels[0], pixels[128]);
+    }
+
+    #[test]
+    fn place_range_selects_frames() {
+        let folder = tempfile::tempdir().unwrap();
+        for index in 0..5 {
+            write_png(&folder.path().join(format!("{index:03}.png")), 8, 4, false);
+        }
+        let set = ImageSet::load(
+            &[folder.path().to_path_buf()],
+            PlaceRange { start: 1, end: 3 },
+            4,
+            4,
+        )
+        .unwrap();
+        let frames: Vec<_> = set.entries.iter().map(|entry| entry.frame).collect();
+        assert_eq!(frames, [1, 2]);
+        let batch = set.batch(&[1, 0], &Device::flex());
+        assert_eq!(batch.dims(), [2, 3, 4, 4]);
+
+        let error = ImageSet::load(
+            &[folder.path().to_path_buf()],
+            PlaceRange { start: 0, end: 9 },
+            4,
+            4,
+        )
+        .unwrap_err();
+        assert!(
+            matches!(error, Error::PlacesOutOfRange { available: 5, .. }),
+            "{error}"
+        );
+    }
+}

@@ -1,0 +1,104 @@
+//! The library's error type.
+
+use std::path::PathBuf;
+
+/// Everything that can go wrong in allday's library code.
+///
+/// Each variant carries the file, field or value at fault, so that the message alone tells the
+/// user what to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(
+        "image folder not found: {path} (check the data root and the folder names in the config)"
+    )]
+    MissingFolder { path: PathBuf },
+
+    #[error("no images (.jpg, .jpeg, .png) in folder {path}")]
+    NoImages { path: PathBuf },
+
+    #[error("cannot read image {path}: {source}")]
+    Image {
+        path: PathBuf,
+        #[source]
+        source: image::ImageError,
+    },
+
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("invalid config {path}: {message}")]
+    ConfigParse { path: PathBuf, message: String },
+
+    #[error("invalid config value `{field}` = {value}: {expected}")]
+    InvalidConfig {
+        field: &'static str,
+        value: String,
+        expected: String,
+    },
+
+    #[error("invalid place range `{value}`: expected START..END with START < END, e.g. 100..200")]
+    InvalidPlaceRange { value: String },
+
+    #[error(
+        "place range {start}..{end} needs frames up to {end}, but folder {folder} holds {available} images"
+    )]
+    PlacesOutOfRange {
+        folder: PathBuf,
+        start: usize,
+        end: usize,
+        available: usize,
+    },
+
+    #[error("ground-truth file {path}, line {line}: {message}")]
+    GroundTruth {
+        path: PathBuf,
+        line: usize,
+        message: String,
+    },
+
+    #[error(
+        "no checkpoint in {path} (train first with `allday train`, or pass a checkpoint directory)"
+    )]
+    NoCheckpoint { path: PathBuf },
+
+    #[error("checkpoint {path} is invalid: {message}")]
+    InvalidCheckpoint { path: PathBuf, message: String },
+
+    #[error(
+        "run directory {path} already holds a training run; resume it with --resume or choose another --out"
+    )]
+    RunExists { path: PathBuf },
+
+    #[error("cannot save or load weights of {path}: {message}")]
+    Weights { path: PathBuf, message: String },
+
+    #[error("cannot write PNG {path}: {source}")]
+    WritePng {
+        path: PathBuf,
+        #[source]
+        source: image::ImageError,
+    },
+
+    #[error("training diverged at epoch {epoch}, step {step}: loss terms {terms}")]
+    Diverged {
+        epoch: usize,
+        step: usize,
+        terms: String,
+    },
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// Wraps an I/O error with the path it concerns.
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+}

@@ -1,0 +1,336 @@
+//! Retrieval metrics: ground truth, Recall@N and PR-AUC.
+//!
+//! Recall@N is the share of queries with at least one true match among their N nearest database
+//! images. PR-AUC follows VPR-Bench: each query keeps only its nearest database image; a
+//! threshold sweeps over those distances from the most to the least confident, precision is
+//! correct accepted / accepted and recall is correct accepted / all queries, and the area is the
+//! trapezoid sum that starts at recall 0 with the precision of the most confident query. It
+//! therefore never exceeds Recall@1.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+
+use crate::data::ImageEntry;
+use crate::error::{Error, Result};
+use crate::retrieval::DistanceMatrix;
+
+/// Which database images are true matches of a query.
+#[derive(Debug, Clone, PartialEq)]
+pub enum GroundTruth {
+    /// Frame-synchronised folders: a database image matches when its frame index is within
+    /// `tolerance` of the query's.
+    Frames { tolerance: usize },
+    /// Explicit pairs from a CSV file: query path → matching database paths.
+    Files(HashMap<PathBuf, HashSet<PathBuf>>),
+}
+
+impl GroundTruth {
+    /// Reads a CSV ground truth. Each line is `query,match[,match…]`; paths are relative to the
+    /// CSV file's folder unless absolute. A first line starting with `query` is a header.
+    pub fn from_csv(path: &Path) -> Result<GroundTruth> {
+        let text = std::fs::read_to_string(path).map_err(|source| Error::io(path, source))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        let mut pairs: HashMap<PathBuf, HashSet<PathBuf>> = HashMap::new();
+        for (number, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || (number == 0 && line.to_ascii_lowercase().starts_with("query")) {
+                continue;
+            }
+            let mut fields = line.split(',').map(str::trim);
+            let query = fields.next().filter(|field| !field.is_empty());
+            let matches: Vec<&str> = fields.filter(|field| !field.is_empty()).collect();
+            let Some(query) = query.filter(|_| !matches.is_empty()) else {
+                return Err(Error::GroundTruth {
+                    path: path.to_path_buf(),
+                    line: number + 1,
+                    message: format!("expected `query,match[,match…]`, found `{line}`"),
+                });
+            };
+            pairs
+                .entry(normalise_path(&base.join(query)))
+                .or_default()
+                .extend(matches.iter().map(|name| normalise_path(&base.join(name))));
+        }
+        if pairs.is_empty() {
+            return Err(Error::GroundTruth {
+                path: path.to_path_buf(),
+                line: 0,
+                message: "no query rows".into(),
+            });
+        }
+        Ok(GroundTruth::Files(pairs))
+    }
+
+    /// Whether `candidate` is a true match of `query`.
+    pub fn is_match(&self, query: &ImageEntry, candidate: &ImageEntry) -> bool {
+        match self {
+            GroundTruth::Frames { tolerance } => {
+                query.frame.abs_diff(candidate.frame) <= *tolerance
+            }
+            GroundTruth::Files(pairs) => pairs
+                .get(&normalise_path(&query.path))
+                .is_some_and(|matches| matches.contains(&normalise_path(&candidate.path))),
+        }
+    }
+}
+
+/// An absolute, canonical form of a path where it exists, so that the same file compares equal
+/// however it was named.
+fn normalise_path(path: &Path) -> PathBuf {
+    path.canonicalize().unwrap_or_else(|_| path.to_path_buf())
+}
+
+/// Retrieval figures of one descriptor on one query and database set.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct RetrievalMetrics {
+    /// (N, Recall@N in percent).
+    pub recall: Vec<(usize, f64)>,
+    pub pr_auc: f64,
+    pub queries: usize,
+    pub database: usize,
+}
+
+impl RetrievalMetrics {
+    /// Recall@N in percent for one of the computed N.
+    pub fn recall_at(&self, n: usize) -> Option<f64> {
+        self.recall
+            .iter()
+            .find(|(k, _)| *k == n)
+            .map(|(_, value)| *value)
+    }
+}
+
+/// Computes Recall@N for each N in `ns` and PR-AUC.
+pub fn evaluate(
+    distances: &DistanceMatrix,
+    queries: &[ImageEntry],
+    database: &[ImageEntry],
+    ground_truth: &GroundTruth,
+    ns: &[usize],
+) -> RetrievalMetrics {
+    assert_eq!(
+        distances.queries,
+        queries.len(),
+        "one distance row per query"
+    );
+    assert_eq!(
+        distances.database,
+        database.len(),
+        "one distance column per database image"
+    );
+    let rankings: Vec<Vec<usize>> = (0..queries.len())
+        .map(|query| distances.ranking(query))
+        .collect();
+
+    let recall = ns
+        .iter()
+        .map(|&n| {
+            let hits = rankings
+                .iter()
+                .enumerate()
+                .filter(|(query, ranking)| {
+                    ranking.iter().take(n).any(|&candidate| {
+                        ground_truth.is_match(&queries[*query], &database[candidate])
+                    })
+                })
+                .count();
+            (n, 100.0 * hits as f64 / queries.len().max(1) as f64)
+        })
+        .collect();
+
+    let nearest: Vec<(f32, bool)> = rankings
+        .iter()
+        .enumerate()
+        .map(|(query, ranking)| {
+            let best = ranking[0];
+            (
+                distances.row(query)[best],
+                ground_truth.is_match(&queries[query], &database[best]),
+            )
+        })
+        .collect();
+
+    RetrievalMetrics {
+        recall,
+        pr_auc: pr_auc(&nearest),
+        queries: queries.len(),
+        database: database.len(),
+    }
+}
+
+/// PR-AUC from each query's nearest-match distance and whether that match is correct.
+///
+/// Lower distance means more confident. Every query is assumed to have a true match, so the
+/// recall denominator is the number of queries.
+pub fn pr_auc(nearest: &[(f32, bool)]) -> f64 {
+    if nearest.is_empty() {
+        return 0.0;
+    }
+    let mut sorted = nearest.to_vec();
+    sorted.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let total = sorted.len() as f64;
+    let mut area = 0.0;
+    let mut correct = 0usize;
+    let mut previous_recall = 0.0;
+    let mut previous_precision = if sorted[0].1 { 1.0 } else { 0.0 };
+    let mut accepted = 0usize;
+    while accepted < sorted.len() {
+        // Queries with equal distances pass the threshold together.
+        let threshold = sorted[accepted].0;
+        while accepted < sorted.len() && sorted[accepted].0 == threshold {
+            correct += usize::from(sorted[accepted].1);
+            accepted += 1;
+        }
+        let precision = correct as f64 / accepted as f64;
+        let recall = correct as f64 / total;
+        area += (recall - previous_recall) * (precision + previous_precision) / 2.0;
+        previous_recall = recall;
+        previous_precision = precision;
+    }
+    area
+}
+
+/// Writes the `top` nearest database images of every query as CSV:
+/// `query,rank,database,distance,correct`.
+pub fn write_ranked_matches(
+    path: &Path,
+    distances: &DistanceMatrix,
+    queries: &[ImageEntry],
+    database: &[ImageEntry],
+    ground_truth: &GroundTruth,
+    top: usize,
+) -> Result<()> {
+    let mut text = String::from("query,rank,database,distance,correct\n");
+    for (query, entry) in queries.iter().enumerate() {
+        for (rank, &candidate) in distances.ranking(query).iter().take(top).enumerate() {
+            text.push_str(&format!(
+                "{},{},{},{:.6},{}\n",
+                entry.path.display(),
+                rank + 1,
+                database[candidate].path.display(),
+                distances.row(query)[candidate],
+                ground_truth.is_match(entry, &database[candidate])
+            ));
+        }
+    }
+    crate::io::write_atomic(path, text.as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entries(frames: &[usize]) -> Vec<ImageEntry> {
+        frames
+            .iter()
+            .map(|&frame| ImageEntry {
+                path: PathBuf::from(format!("{frame}.png")),
+                frame,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn recall_with_frame_tolerance_by_hand() {
+        // Three queries (frames 0, 10, 20) against five database images (frames 0, 5, 10, 15, 21).
+        let queries = entries(&[0, 10, 20]);
+        let database = entries(&[0, 5, 10, 15, 21]);
+        #[rustfmt::skip]
+        let values = vec![
+            // Query 0: nearest is frame 5 (wrong), then frame 0 (right).
+            0.2, 0.1, 0.9, 0.9, 0.9,
+            // Query 10: nearest is frame 10 (right).
+            0.9, 0.9, 0.1, 0.5, 0.9,
+            // Query 20: nearest is frame 21 (right only with tolerance ≥ 1).
+            0.9, 0.9, 0.9, 0.5, 0.3,
+        ];
+        let distances = DistanceMatrix {
+            queries: 3,
+            database: 5,
+            values,
+        };
+
+        let strict = evaluate(
+            &distances,
+            &queries,
+            &database,
+            &GroundTruth::Frames { tolerance: 0 },
+            &[1, 2, 5],
+        );
+        // Query 20 has no database image at exactly frame 20.
+        assert_eq!(
+            strict.recall,
+            [(1, 100.0 / 3.0), (2, 200.0 / 3.0), (5, 200.0 / 3.0)]
+        );
+
+        let tolerant = evaluate(
+            &distances,
+            &queries,
+            &database,
+            &GroundTruth::Frames { tolerance: 2 },
+            &[1, 2],
+        );
+        assert_eq!(tolerant.recall, [(1, 200.0 / 3.0), (2, 100.0)]);
+        assert_eq!((tolerant.queries, tolerant.database), (3, 5));
+    }
+
+    #[test]
+    fn pr_auc_by_hand() {
+        // Sorted by distance: correct, wrong, correct.
+        // Points (recall, precision): start (0, 1), (1/3, 1), (1/3, 1/2), (2/3, 2/3).
+        // Area: 1/3·1 + 0 + 1/3·(1/2 + 2/3)/2 = 1/3 + 7/36 = 19/36.
+        let area = pr_auc(&[(0.1, true), (0.3, true), (0.2, false)]);
+        assert!((area - 19.0 / 36.0).abs() < 1e-12, "{area}");
+        assert_eq!(pr_auc(&[(0.1, true), (0.2, true)]), 1.0);
+        assert_eq!(pr_auc(&[(0.1, false)]), 0.0);
+    }
+
+    #[test]
+    fn pr_auc_never_exceeds_recall_at_one() {
+        let nearest = [
+            (0.5, false),
+            (0.1, true),
+            (0.4, true),
+            (0.2, false),
+            (0.3, true),
+        ];
+        let recall_at_one = 3.0 / 5.0;
+        assert!(pr_auc(&nearest) <= recall_at_one);
+    }
+
+    #[test]
+    fn csv_ground_truth_resolves_relative_paths() {
+        let folder = tempfile::tempdir().unwrap();
+        let csv = folder.path().join("pairs.csv");
+        std::fs::write(&csv, "query,match\nnight/a.jpg,day/x.jpg,day/y.jpg\n").unwrap();
+        let truth = GroundTruth::from_csv(&csv).unwrap();
+        let query = ImageEntry {
+            path: folder.path().join("night/a.jpg"),
+            frame: 0,
+        };
+        let good = ImageEntry {
+            path: folder.path().join("day/y.jpg"),
+            frame: 7,
+        };
+        let bad = ImageEntry {
+            path: folder.path().join("day/z.jpg"),
+            frame: 0,
+        };
+        assert!(truth.is_match(&query, &good));
+        assert!(!truth.is_match(&query, &bad));
+    }
+
+    #[test]
+    fn csv_ground_truth_rejects_row_without_match() {
+        let folder = tempfile::tempdir().unwrap();
+        let csv = folder.path().join("pairs.csv");
+        std::fs::write(&csv, "night/a.jpg,day/x.jpg\nnight/b.jpg\n").unwrap();
+        let error = GroundTruth::from_csv(&csv).unwrap_err();
+        let message = error.to_string();
+        assert!(
+            message.contains("pairs.csv") && message.contains("line 2"),
+            "{message}"
+        );
+    }
+}
+pub mod run;

@@ -1,0 +1,26 @@
+//! allday learns an image embedding that matches photographs of the same place across
+//! contrasting conditions (day and night, seasons) and retrieves the matching database image
+//! for a query.
+//!
+//! Stage 1 trains a double variational autoencoder in the style of UNIT without labels
+//! ([`model`], [`loss`], [`training`]); its shared latent space is the place descriptor
+//! ([`retrieval`]), measured by Recall@N and PR-AUC ([`evaluation`]) against a raw-pixel
+//! baseline ([`baseline`]).
+
+pub mod backend;
+pub mod baseline;
+pub mod checkpoint;
+pub mod config;
+pub mod data;
+pub mod error;
+pub mod evaluation;
+pub mod io;
+pub mod loss;
+pub mod model;
+pub mod retrieval;
+pub mod training;
+pub mod translation;
+
+pub use config::Config;
+pub use error::{Error, Result};
+pub use model::{Domain, DoubleVae};

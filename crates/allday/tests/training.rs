@@ -1,0 +1,236 @@
+//! Training on small generated image folders: the loss falls, and a resumed run continues
+//! exactly where the uninterrupted one would be.
+
+use std::path::Path;
+
+use allday::backend::default_device;
+use allday::checkpoint::Checkpoint;
+use allday::config::{Config, ModelConfig, PlaceRange};
+use allday::training::{Trainer, TrainingData};
+use burn::module::{ModuleVisitor, Param};
+use burn::prelude::*;
+
+/// Writes `count` 24×16 images with a place-dependent pattern; `night` images are darker and
+/// grey, as night photographs are.
+fn write_domain(folder: &Path, count: usize, night: bool) {
+    std::fs::create_dir_all(folder).unwrap();
+    for place in 0..count {
+        let image = image::RgbImage::from_fn(24, 16, |x, y| {
+            let stripe = ((x as usize + 3 * place) / 4) % 2;
+            let base = if stripe == 0 { 200 } else { 60 } as u8;
+            let shade = (y * 4) as u8;
+            if night {
+                let grey = base / 3 + shade / 2;
+                image::Rgb([grey, grey, grey])
+            } else {
+                image::Rgb([base, base.saturating_sub(shade), 100 + shade])
+            }
+        });
+        image
+            .save(folder.join(format!("Image{place:03}.png")))
+            .unwrap();
+    }
+}
+
+fn tiny_config(root: &Path) -> Config {
+    write_domain(&root.join("day"), 14, false);
+    write_domain(&root.join("night"), 14, true);
+    let mut config = Config::default();
+    config.data.root = root.to_path_buf();
+    config.data.domain_a = vec!["day".into()];
+    config.data.domain_b = vec!["night".into()];
+    config.data.width = 16;
+    config.data.height = 12;
+    config.data.train_places = PlaceRange { start: 0, end: 8 };
+    config.data.validation_places = PlaceRange { start: 8, end: 10 };
+    config.evaluation.database = "day".into();
+    config.evaluation.queries = "night".into();
+    config.evaluation.places = PlaceRange { start: 10, end: 14 };
+    config.model = ModelConfig {
+        channels: [4, 8, 8],
+        private_blocks: 1,
+        shared_encoder_blocks: 1,
+        shared_decoder_blocks: 1,
+    };
+    config.training.batch_size = 4;
+    config.training.save_every = 1;
+    config.optimizer.learning_rate = 1e-3;
+    config
+}
+
+/// Every parameter and batch-norm statistic of the model, flattened in module order.
+fn parameters(trainer: &Trainer) -> Vec<f32> {
+    struct Collector(Vec<f32>);
+    impl ModuleVisitor for Collector {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            self.0
+                .extend(param.val().into_data().try_to_vec::<f32>().unwrap());
+        }
+    }
+    let mut collector = Collector(Vec::new());
+    trainer.model().valid().visit(&mut collector);
+    collector.0
+}
+
+#[test]
+fn few_steps_lower_the_loss() {
+    let folder = tempfile::tempdir().unwrap();
+    let mut config = tiny_config(folder.path());
+    config.training.epochs = 15;
+    config.training.save_every = 100;
+    let data = TrainingData::load(&config).unwrap();
+    let mut trainer = Trainer::new(config, &folder.path().join("run"), &default_device(), data)
+        .unwrap()
+        .with_progress(false);
+    let history = trainer.run().unwrap();
+    let first = history.first().unwrap();
+    let last = history.last().unwrap();
+    assert_eq!(
+        last.step,
+        15 * 2,
+        "two steps per epoch of 8 images in batches of 4"
+    );
+    assert!(
+        last.losses.reconstruction < 0.8 * first.losses.reconstruction,
+        "reconstruction {} → {}",
+        first.losses.reconstruction,
+        last.losses.reconstruction
+    );
+    assert!(
+        last.losses.total < first.losses.total,
+        "total {} → {}",
+        first.losses.total,
+        last.losses.total
+    );
+    // The last epoch always checkpoints, whatever save_every says.
+    let checkpoint = Checkpoint::open(&folder.path().join("run")).unwrap();
+    assert_eq!(checkpoint.state.epoch, 15);
+}
+
+#[test]
+fn resume_matches_uninterrupted_run() {
+    let folder = tempfile::tempdir().unwrap();
+    let mut config = tiny_config(folder.path());
+    config.training.epochs = 3;
+    let device = default_device();
+    let first_run = folder.path().join("first");
+    let data = TrainingData::load(&config).unwrap();
+    let mut straight = Trainer::new(config, &first_run, &device, data)
+        .unwrap()
+        .with_progress(false);
+
+    straight.train_epoch().unwrap();
+    straight.save_checkpoint().unwrap();
+    // A second run directory holding only the state after epoch 1, as after a crash.
+    let second_run = folder.path().join("second");
+    copy_dir(&first_run, &second_run);
+
+    let straight_history: Vec<_> = (0..2).map(|_| straight.train_epoch().unwrap()).collect();
+    let mut resumed = Trainer::resume(&second_run, &device, None, None)
+        .unwrap()
+        .with_progress(false);
+    assert_eq!(resumed.epoch(), 1);
+    assert_eq!(resumed.step(), 2);
+    let resumed_history: Vec<_> = (0..2).map(|_| resumed.train_epoch().unwrap()).collect();
+
+    for (straight, resumed) in straight_history.iter().zip(&resumed_history) {
+        assert_eq!(straight.step, resumed.step);
+        assert_eq!(
+            straight.losses.total, resumed.losses.total,
+            "epoch {}",
+            straight.epoch
+        );
+        assert_eq!(
+            straight.losses.reconstruction,
+            resumed.losses.reconstruction
+        );
+        assert_eq!(straight.validation_a, resumed.validation_a);
+    }
+    assert_eq!(
+        parameters(&straight),
+        parameters(&resumed),
+        "weights differ after resuming"
+    );
+}
+
+#[test]
+fn new_run_refuses_directory_with_checkpoints() {
+    let folder = tempfile::tempdir().unwrap();
+    let mut config = tiny_config(folder.path());
+    config.training.epochs = 1;
+    let run = folder.path().join("run");
+    let data = TrainingData::load(&config).unwrap();
+    let mut trainer = Trainer::new(config.clone(), &run, &default_device(), data.clone())
+        .unwrap()
+        .with_progress(false);
+    trainer.run().unwrap();
+    let error = Trainer::new(config, &run, &default_device(), data)
+        .err()
+        .unwrap();
+    assert!(error.to_string().contains("--resume"), "{error}");
+}
+
+#[test]
+fn damaged_checkpoint_is_skipped_for_the_previous_one() {
+    let folder = tempfile::tempdir().unwrap();
+    let mut config = tiny_config(folder.path());
+    config.training.epochs = 2;
+    let run = folder.path().join("run");
+    let data = TrainingData::load(&config).unwrap();
+    let mut trainer = Trainer::new(config, &run, &default_device(), data)
+        .unwrap()
+        .with_progress(false);
+    trainer.run().unwrap();
+
+    let newest = run.join("checkpoints/epoch-000002/model.bpk");
+    let mut bytes = std::fs::read(&newest).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xFF;
+    std::fs::write(&newest, bytes).unwrap();
+
+    let checkpoint = Checkpoint::open(&run).unwrap();
+    assert_eq!(checkpoint.state.epoch, 1);
+    let error = Checkpoint::open(&run.join("checkpoints/epoch-000002")).unwrap_err();
+    assert!(error.to_string().contains("checksum"), "{error}");
+}
+
+#[test]
+fn loaded_model_gives_the_saved_outputs() {
+    let folder = tempfile::tempdir().unwrap();
+    let mut config = tiny_config(folder.path());
+    config.training.epochs = 1;
+    let run = folder.path().join("run");
+    let data = TrainingData::load(&config).unwrap();
+    let images = data.validation_a.clone();
+    let mut trainer = Trainer::new(config, &run, &default_device(), data)
+        .unwrap()
+        .with_progress(false);
+    trainer.run().unwrap();
+
+    let device = default_device();
+    let batch = images.batch(&[0, 1], &device);
+    let expected = trainer.model().valid().decode(
+        allday::Domain::A,
+        trainer
+            .model()
+            .valid()
+            .encode(allday::Domain::A, batch.clone()),
+    );
+    let loaded = Checkpoint::open(&run).unwrap().load_model(&device).unwrap();
+    let actual = loaded.decode(allday::Domain::A, loaded.encode(allday::Domain::A, batch));
+    let difference = (expected - actual).abs().max().into_scalar::<f32>();
+    assert_eq!(difference, 0.0);
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.path().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
