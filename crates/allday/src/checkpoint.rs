@@ -2,9 +2,10 @@
 //!
 //! A checkpoint is a directory `checkpoints/epoch-NNNNNN/` inside the run directory:
 //!
-//! - `model.bpk`: the double VAE's parameters and batch-norm statistics (burnpack, which also
-//!   stores parameter ids, so the optimizer state finds its parameters again);
-//! - `optimizer.bpk`: Adam's moment estimates;
+//! - `NAME.bpk` for each network (`vae` for the double VAE): its parameters and batch-norm
+//!   statistics, in burnpack, which also stores parameter ids so that the optimizer state finds
+//!   its parameters again;
+//! - `NAME-optimizer.bpk`: the state of that network's optimizer (Adam's moment estimates);
 //! - `state.json`: epoch, step, seed, the full config and a SHA-256 of each file above.
 //!
 //! The directory is written under a temporary name, every file is synced, and only then is it
@@ -27,8 +28,9 @@ use crate::error::{Error, Result};
 use crate::model::DoubleVae;
 
 const FORMAT_VERSION: u32 = 1;
-const MODEL_FILE: &str = "model.bpk";
-const OPTIMIZER_FILE: &str = "optimizer.bpk";
+/// Name of the double VAE's files in a checkpoint.
+pub const VAE: &str = "vae";
+const TEMPORARY_MARK: &str = ".tmp-";
 const STATE_FILE: &str = "state.json";
 const CHECKPOINTS_DIR: &str = "checkpoints";
 const PREFIX: &str = "epoch-";
@@ -100,6 +102,46 @@ pub fn model_bytes<M: Module + ModuleSnapshot>(
         })
 }
 
+/// One trained network's files in a checkpoint: its weights and its optimizer's state.
+#[derive(Debug, Clone)]
+pub struct NetworkState {
+    /// File stem: the weights go to `NAME.bpk`, the optimizer state to `NAME-optimizer.bpk`.
+    pub name: String,
+    pub weights: Vec<u8>,
+    pub optimizer: Vec<u8>,
+}
+
+impl NetworkState {
+    /// Serialises a network and its optimizer under `name`.
+    pub fn new<M: Module + ModuleSnapshot>(
+        name: &str,
+        module: &M,
+        optimizer: &ModuleOptimizer,
+    ) -> Result<Self> {
+        let weights = model_bytes(module, Path::new(&weights_file(name)))?;
+        let optimizer = optimizer
+            .into_bytes()
+            .map(|bytes| bytes.to_vec())
+            .map_err(|error| Error::Weights {
+                path: PathBuf::from(optimizer_file(name)),
+                message: error.to_string(),
+            })?;
+        Ok(NetworkState {
+            name: name.to_string(),
+            weights,
+            optimizer,
+        })
+    }
+}
+
+fn weights_file(network: &str) -> String {
+    format!("{network}.bpk")
+}
+
+fn optimizer_file(network: &str) -> String {
+    format!("{network}-optimizer.bpk")
+}
+
 /// Writes a checkpoint for `epoch` into `run_dir/checkpoints/`, atomically, then removes all
 /// but the newest `keep` checkpoints.
 pub fn save(
@@ -107,33 +149,28 @@ pub fn save(
     config: &Config,
     epoch: usize,
     step: usize,
-    model: &DoubleVae,
-    optimizer: &ModuleOptimizer,
+    networks: &[NetworkState],
     keep: usize,
 ) -> Result<PathBuf> {
     let checkpoints = run_dir.join(CHECKPOINTS_DIR);
     std::fs::create_dir_all(&checkpoints).map_err(|source| Error::io(&checkpoints, source))?;
     let name = checkpoint_name(epoch);
     let final_path = checkpoints.join(&name);
-    let temporary = checkpoints.join(format!(".{name}.tmp-{}", std::process::id()));
+    let temporary = checkpoints.join(format!(".{name}{TEMPORARY_MARK}{}", std::process::id()));
     if temporary.exists() {
         std::fs::remove_dir_all(&temporary).map_err(|source| Error::io(&temporary, source))?;
     }
     std::fs::create_dir(&temporary).map_err(|source| Error::io(&temporary, source))?;
 
-    let model = model_bytes(model, &final_path.join(MODEL_FILE))?;
-    let optimizer = optimizer
-        .into_bytes()
-        .map(|bytes| bytes.to_vec())
-        .map_err(|error| Error::Weights {
-            path: final_path.join(OPTIMIZER_FILE),
-            message: error.to_string(),
-        })?;
-
     let mut sha256 = BTreeMap::new();
-    for (file, bytes) in [(MODEL_FILE, &model), (OPTIMIZER_FILE, &optimizer)] {
-        write_synced(&temporary.join(file), bytes)?;
-        sha256.insert(file.to_string(), sha256_hex(bytes));
+    for network in networks {
+        for (file, bytes) in [
+            (weights_file(&network.name), &network.weights),
+            (optimizer_file(&network.name), &network.optimizer),
+        ] {
+            write_synced(&temporary.join(&file), bytes)?;
+            sha256.insert(file, sha256_hex(bytes));
+        }
     }
     let state = CheckpointState {
         format: FORMAT_VERSION,
@@ -160,9 +197,19 @@ pub fn save(
 /// Removes all but the newest `keep` checkpoints and any leftover temporary directories.
 fn prune(checkpoints: &Path, keep: usize) -> Result<()> {
     let mut epochs = list(checkpoints)?;
-    epochs.sort_unstable_by(|a, b| b.0.cmp(&a.0));
+    epochs.sort_unstable_by_key(|(epoch, _)| std::cmp::Reverse(*epoch));
     for (_, path) in epochs.into_iter().skip(keep.max(1)) {
         std::fs::remove_dir_all(&path).map_err(|source| Error::io(&path, source))?;
+    }
+    // Temporary directories are left behind only by a process killed while saving.
+    let entries =
+        std::fs::read_dir(checkpoints).map_err(|source| Error::io(checkpoints, source))?;
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with('.') && name.contains(TEMPORARY_MARK) && entry.path().is_dir() {
+            std::fs::remove_dir_all(entry.path())
+                .map_err(|source| Error::io(entry.path(), source))?;
+        }
     }
     Ok(())
 }
@@ -211,7 +258,7 @@ impl Checkpoint {
             });
         }
         let mut epochs = list(&path.join(CHECKPOINTS_DIR))?;
-        epochs.sort_unstable_by(|a, b| b.0.cmp(&a.0));
+        epochs.sort_unstable_by_key(|(epoch, _)| std::cmp::Reverse(*epoch));
         for (_, candidate) in epochs {
             match Self::read(&candidate)
                 .and_then(|checkpoint| checkpoint.verify().map(|_| checkpoint))
@@ -272,7 +319,13 @@ impl Checkpoint {
     }
 
     fn verify(&self) -> Result<()> {
-        for file in [MODEL_FILE, OPTIMIZER_FILE] {
+        if !self.state.sha256.contains_key(&weights_file(VAE)) {
+            return Err(Error::InvalidCheckpoint {
+                path: self.path.join(STATE_FILE),
+                message: format!("no `{}` listed", weights_file(VAE)),
+            });
+        }
+        for file in self.state.sha256.keys() {
             self.read_verified(file)?;
         }
         Ok(())
@@ -280,11 +333,17 @@ impl Checkpoint {
 
     /// Builds the model of the checkpoint's config on `device` and loads its weights.
     pub fn load_model(&self, device: &Device) -> Result<DoubleVae> {
-        let bytes = self.read_verified(MODEL_FILE)?;
-        let mut model = DoubleVae::new(&self.config.model, device);
+        self.load_network(VAE, DoubleVae::new(&self.config.model, device))
+    }
+
+    /// Loads the weights of network `name` into `model`, a freshly built one of the right
+    /// shape.
+    pub fn load_network<M: Module + ModuleSnapshot>(&self, name: &str, mut model: M) -> Result<M> {
+        let file = weights_file(name);
+        let bytes = self.read_verified(&file)?;
         let mut store = BurnpackStore::from_bytes(Some(Bytes::from_bytes_vec(bytes)));
         let weights_error = |message: String| Error::Weights {
-            path: self.path.join(MODEL_FILE),
+            path: self.path.join(&file),
             message,
         };
         let result = model
@@ -305,13 +364,19 @@ impl Checkpoint {
         Ok(model)
     }
 
-    /// Restores the optimizer state into `optimizer`, a freshly built one of the same kind.
-    pub fn load_optimizer(&self, optimizer: ModuleOptimizer) -> Result<ModuleOptimizer> {
-        let bytes = self.read_verified(OPTIMIZER_FILE)?;
+    /// Restores the state of network `name`'s optimizer into `optimizer`, a freshly built one
+    /// of the same kind.
+    pub fn load_optimizer(
+        &self,
+        name: &str,
+        optimizer: ModuleOptimizer,
+    ) -> Result<ModuleOptimizer> {
+        let file = optimizer_file(name);
+        let bytes = self.read_verified(&file)?;
         optimizer
             .from_bytes(Bytes::from_bytes_vec(bytes))
             .map_err(|error| Error::Weights {
-                path: self.path.join(OPTIMIZER_FILE),
+                path: self.path.join(&file),
                 message: error.to_string(),
             })
     }

@@ -236,14 +236,14 @@ impl Config {
         }
 
         let data = &self.data;
-        if data.width == 0 || data.width % 4 != 0 {
+        if data.width == 0 || !data.width.is_multiple_of(4) {
             return Err(invalid(
                 "data.width",
                 data.width,
                 "a positive multiple of 4 (the latent is at 1/4 resolution)",
             ));
         }
-        if data.height == 0 || data.height % 4 != 0 {
+        if data.height == 0 || !data.height.is_multiple_of(4) {
             return Err(invalid(
                 "data.height",
                 data.height,
@@ -288,7 +288,7 @@ impl Config {
                 "three positive channel counts",
             ));
         }
-        if model.channels[2] % 4 != 0 {
+        if !model.channels[2].is_multiple_of(4) {
             return Err(invalid(
                 "model.channels",
                 format!("{:?}", model.channels),

@@ -174,7 +174,7 @@ impl ImageSet {
         self.entries.is_empty()
     }
 
-    /// The pixels of one image, `[3, height, width]`.
+    /// Returns the pixels of one image, `[3, height, width]`.
     pub fn image(&self, index: usize) -> &[f32] {
         let size = 3 * self.width * self.height;
         &self.pixels[index * size..(index + 1) * size]
@@ -255,15 +255,17 @@ mod tests {
     fn resize_keeps_aspect_and_crops_centre() {
         let folder = tempfile::tempdir().unwrap();
         let path = folder.path().join("wide.png");
-        // 40×10 with a horizontal grey ramp; the target 8×8 covers the middle 10×10 after
-        // scaling by 0.8, so the output ramp spans roughly the middle quarter of the input.
+        // A 40×10 horizontal grey ramp. Scaled by 0.8 to 32×8, the centre 8×8 crop shows the
+        // middle quarter of the ramp.
         write_png(&path, 40, 10, true);
         let pixels = load_image(&path, 8, 8).unwrap();
         assert_eq!(pixels.len(), 3 * 8 * 8);
         let first = pixels[0];
         let last = pixels[7];
-        assert!(first > 0.3 && first < 0.5, "left edge {first}");
-        assert!(last > 0.5 && last < 0.7, "right edge {last}");
+        assert!(first > 0.3, "left edge {first}");
+        assert!(first < 0.5, "left edge {first}");
+        assert!(last > 0.5, "right edge {last}");
+        assert!(last < 0.7, "right edge {last}");
         // Grey input gives equal channels.
         assert_eq!(pixels[0], pixels[64]);
         assert_eq!(pixels[0], pixels[128]);

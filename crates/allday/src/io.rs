@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 
-/// A sibling path of `path` for writing before the final rename.
+/// Returns a sibling path of `path` to write to before the final rename.
 pub fn temporary_path(path: &Path) -> PathBuf {
     let name = path
         .file_name()

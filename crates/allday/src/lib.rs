@@ -3,7 +3,7 @@
 //! for a query.
 //!
 //! Stage 1 trains a double variational autoencoder in the style of UNIT without labels
-//! ([`model`], [`loss`], [`training`]); its shared latent space is the place descriptor
+//! ([`model`], [`loss`], [`training`]). Its shared latent space is the place descriptor
 //! ([`retrieval`]), measured by Recall@N and PR-AUC ([`evaluation`]) against a raw-pixel
 //! baseline ([`baseline`]).
 

@@ -29,7 +29,7 @@ pub struct LossTerms {
 }
 
 impl LossTerms {
-    /// The weighted sum that training minimises.
+    /// Computes the weighted sum that training minimises.
     pub fn total(&self, weights: &LossWeights) -> Tensor<1> {
         self.reconstruction
             .clone()

@@ -25,7 +25,7 @@ pub struct DistanceMatrix {
 }
 
 impl DistanceMatrix {
-    /// The distances of one query to every database image.
+    /// Returns the distances of one query to every database image.
     pub fn row(&self, query: usize) -> &[f32] {
         &self.values[query * self.database..(query + 1) * self.database]
     }
@@ -91,7 +91,10 @@ pub fn per_position_distances(queries: Tensor<3>, database: Tensor<3>) -> Distan
     let mut values = Vec::with_capacity(query_count * database_count);
     for start in (0..query_count).step_by(QUERY_BLOCK) {
         let end = (start + QUERY_BLOCK).min(query_count);
-        let block = queries.clone().slice([start..end]).swap_dims(0, 1); // [positions, b, channels]
+        let block = queries
+            .clone()
+            .narrow(0, start, end - start)
+            .swap_dims(0, 1); // [positions, b, channels]
         let dots = block.matmul(database.clone()); // [positions, b, d]
         // For unit vectors, |u − v|² = 2 − 2 u·v.
         let distances = dots

@@ -19,7 +19,7 @@ use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, StandardNormal};
 
-use crate::checkpoint::{self, Checkpoint};
+use crate::checkpoint::{self, Checkpoint, NetworkState};
 use crate::config::Config;
 use crate::data::ImageSet;
 use crate::error::{Error, Result};
@@ -63,7 +63,7 @@ impl TrainingData {
     }
 }
 
-/// What one epoch measured.
+/// Losses, validation error and duration of one epoch.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct EpochMetrics {
     /// 1-based number of the epoch.
@@ -147,7 +147,7 @@ pub fn reconstruction_error(
     sum / images.len().max(1) as f64
 }
 
-/// A permutation of `0..len` drawn from the seed and a stream number.
+/// Draws a permutation of `0..len` from the seed and a stream number.
 fn permutation(seed: u64, stream: u64, len: usize) -> Vec<usize> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     rng.set_stream(stream);
@@ -245,7 +245,7 @@ impl Trainer {
     ) -> Result<Trainer> {
         let device = device.clone().autodiff();
         let model = checkpoint.load_model(&device)?;
-        let optimizer = checkpoint.load_optimizer(optimizer(&config))?;
+        let optimizer = checkpoint.load_optimizer(checkpoint::VAE, optimizer(&config))?;
         let epoch = checkpoint.state.epoch;
         tracing::info!(
             "resuming from {} (epoch {epoch}, step {})",
@@ -307,7 +307,7 @@ impl Trainer {
             let metrics = self.train_epoch()?;
             history.push(metrics);
             let last = self.epoch == self.config.training.epochs;
-            if self.epoch % self.config.training.save_every == 0 || last {
+            if self.epoch.is_multiple_of(self.config.training.save_every) || last {
                 let path = self.save_checkpoint()?;
                 tracing::info!("saved checkpoint {}", path.display());
             }
@@ -317,13 +317,18 @@ impl Trainer {
 
     /// Writes a checkpoint of the current state and returns its directory.
     pub fn save_checkpoint(&self) -> Result<PathBuf> {
+        // Further networks (discriminators) add their own entry here.
+        let networks = [NetworkState::new(
+            checkpoint::VAE,
+            self.model(),
+            &self.optimizer,
+        )?];
         checkpoint::save(
             &self.run_dir,
             &self.config,
             self.epoch,
             self.step,
-            self.model(),
-            &self.optimizer,
+            &networks,
             CHECKPOINTS_KEPT,
         )
     }
@@ -394,7 +399,7 @@ impl Trainer {
         let indices_a = &order_a[index * batch_size..(index + 1) * batch_size];
 
         // Domain B has its own sequence of shuffled passes, independent of epochs, because it
-        // usually holds a different number of images than domain A.
+        // usually contains a different number of images than domain A.
         let len_b = self.data.train_b.len();
         let indices_b: Vec<usize> = (0..batch_size)
             .map(|offset| {

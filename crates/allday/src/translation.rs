@@ -27,7 +27,8 @@ fn to_rgb(image: Tensor<3>) -> RgbImage {
     })
 }
 
-/// The four tiles of one row: original, reconstruction, cycle reconstruction, translation.
+/// Computes the four tiles of one row: original, reconstruction, cycle reconstruction and
+/// translation.
 ///
 /// `image`: `[1, 3, h, w]`.
 fn row(model: &DoubleVae, domain: Domain, image: Tensor<4>) -> [Tensor<4>; 4] {

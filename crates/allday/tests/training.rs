@@ -58,7 +58,7 @@ fn tiny_config(root: &Path) -> Config {
     config
 }
 
-/// Every parameter and batch-norm statistic of the model, flattened in module order.
+/// Collects every parameter and batch-norm statistic of the model in module order.
 fn parameters(trainer: &Trainer) -> Vec<f32> {
     struct Collector(Vec<f32>);
     impl ModuleVisitor for Collector {
@@ -102,7 +102,7 @@ fn few_steps_lower_the_loss() {
         first.losses.total,
         last.losses.total
     );
-    // The last epoch always checkpoints, whatever save_every says.
+    // The last epoch is checkpointed even when save_every does not divide it.
     let checkpoint = Checkpoint::open(&folder.path().join("run")).unwrap();
     assert_eq!(checkpoint.state.epoch, 15);
 }
@@ -182,7 +182,7 @@ fn damaged_checkpoint_is_skipped_for_the_previous_one() {
         .with_progress(false);
     trainer.run().unwrap();
 
-    let newest = run.join("checkpoints/epoch-000002/model.bpk");
+    let newest = run.join("checkpoints/epoch-000002/vae.bpk");
     let mut bytes = std::fs::read(&newest).unwrap();
     let middle = bytes.len() / 2;
     bytes[middle] ^= 0xFF;

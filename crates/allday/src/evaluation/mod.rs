@@ -1,9 +1,9 @@
 //! Retrieval metrics: ground truth, Recall@N and PR-AUC.
 //!
 //! Recall@N is the share of queries with at least one true match among their N nearest database
-//! images. PR-AUC follows VPR-Bench: each query keeps only its nearest database image; a
-//! threshold sweeps over those distances from the most to the least confident, precision is
-//! correct accepted / accepted and recall is correct accepted / all queries, and the area is the
+//! images. PR-AUC follows VPR-Bench. Each query keeps only its nearest database image, and a
+//! threshold sweeps over those distances from the most to the least confident. Precision is
+//! correct accepted / accepted, recall is correct accepted / all queries, and the area is the
 //! trapezoid sum that starts at recall 0 with the precision of the most confident query. It
 //! therefore never exceeds Recall@1.
 
@@ -14,7 +14,7 @@ use crate::data::ImageEntry;
 use crate::error::{Error, Result};
 use crate::retrieval::DistanceMatrix;
 
-/// Which database images are true matches of a query.
+/// The rule that decides which database images are true matches of a query.
 #[derive(Debug, Clone, PartialEq)]
 pub enum GroundTruth {
     /// Frame-synchronised folders: a database image matches when its frame index is within
@@ -61,7 +61,7 @@ impl GroundTruth {
         Ok(GroundTruth::Files(pairs))
     }
 
-    /// Whether `candidate` is a true match of `query`.
+    /// Returns whether `candidate` is a true match of `query`.
     pub fn is_match(&self, query: &ImageEntry, candidate: &ImageEntry) -> bool {
         match self {
             GroundTruth::Frames { tolerance } => {
@@ -74,7 +74,7 @@ impl GroundTruth {
     }
 }
 
-/// An absolute, canonical form of a path where it exists, so that the same file compares equal
+/// Returns the canonical form of a path where it exists, so that the same file compares equal
 /// however it was named.
 fn normalise_path(path: &Path) -> PathBuf {
     path.canonicalize().unwrap_or_else(|_| path.to_path_buf())

@@ -1,0 +1,259 @@
+//! The `allday` binary end to end on generated image folders, and its error messages.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn allday(args: &[&str], dir: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_allday"))
+        .args(args)
+        .current_dir(dir)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("the allday binary runs")
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// Writes 12 day and 12 night images of 24×16 pixels; frame i shows pattern i in both.
+fn write_dataset(root: &Path) {
+    for (folder, night) in [("day", false), ("night", true)] {
+        let folder = root.join(folder);
+        std::fs::create_dir_all(&folder).unwrap();
+        for place in 0..12u32 {
+            let image = image::RgbImage::from_fn(24, 16, |x, y| {
+                let on = ((x + 2 * place) / 3 + y / 4) % 2 == 0;
+                let value = match (on, night) {
+                    (true, false) => 220,
+                    (false, false) => 40,
+                    (true, true) => 90,
+                    (false, true) => 10,
+                };
+                image::Rgb([value, value, if night { value } else { 128 }])
+            });
+            image.save(folder.join(format!("{place:02}.jpg"))).unwrap();
+        }
+    }
+}
+
+fn write_config(root: &Path) -> PathBuf {
+    let path = root.join("tiny.toml");
+    let text = format!(
+        r#"
+[data]
+root = "{}"
+domain_a = ["day"]
+domain_b = ["night"]
+width = 16
+height = 12
+train_places = "0..6"
+validation_places = "6..8"
+
+[model]
+channels = [4, 8, 8]
+private_blocks = 1
+shared_encoder_blocks = 1
+shared_decoder_blocks = 1
+
+[training]
+epochs = 2
+batch_size = 3
+save_every = 1
+
+[evaluation]
+database = "day"
+queries = "night"
+places = "8..12"
+tolerance = 0
+"#,
+        root.display()
+    );
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[test]
+fn train_eval_translate_end_to_end() {
+    let folder = tempfile::tempdir().unwrap();
+    let root = folder.path();
+    write_dataset(root);
+    let config = write_config(root);
+
+    let output = allday(
+        &[
+            "train",
+            "--config",
+            config.to_str().unwrap(),
+            "--out",
+            "run",
+            "--no-progress",
+        ],
+        root,
+    );
+    assert!(output.status.success(), "train failed: {}", stderr(&output));
+    for file in [
+        "config.toml",
+        "metrics.csv",
+        "train.log",
+        "checkpoints/epoch-000002/state.json",
+    ] {
+        assert!(root.join("run").join(file).exists(), "missing {file}");
+    }
+    let metrics = std::fs::read_to_string(root.join("run/metrics.csv")).unwrap();
+    assert_eq!(
+        metrics.lines().count(),
+        3,
+        "header and two epochs:\n{metrics}"
+    );
+
+    let output = allday(
+        &[
+            "eval",
+            "--run",
+            "run",
+            "--matches",
+            "matches.csv",
+            "--json",
+            "eval.json",
+        ],
+        root,
+    );
+    assert!(output.status.success(), "eval failed: {}", stderr(&output));
+    let table = stdout(&output);
+    assert!(table.contains("allday latent"), "{table}");
+    assert!(table.contains("raw pixels 32x24"), "{table}");
+    let matches = std::fs::read_to_string(root.join("matches.csv")).unwrap();
+    // Header plus the 4 database images of each of the 4 queries (fewer than 10).
+    assert_eq!(matches.lines().count(), 1 + 4 * 4, "{matches}");
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(root.join("eval.json")).unwrap()).unwrap();
+    assert_eq!(report["methods"]["allday latent"]["queries"], 4);
+
+    let output = allday(
+        &[
+            "translate",
+            "--run",
+            "run",
+            "--out",
+            "grid.png",
+            "--scale",
+            "1",
+        ],
+        root,
+    );
+    assert!(
+        output.status.success(),
+        "translate failed: {}",
+        stderr(&output)
+    );
+    let grid = image::open(root.join("grid.png")).unwrap();
+    assert_eq!(
+        (grid.width(), grid.height()),
+        (4 * 16 + 5 * 4, 2 * 12 + 3 * 4)
+    );
+
+    // Resuming a finished run with more epochs continues from epoch 2.
+    let output = allday(
+        &["train", "--resume", "run", "--epochs", "3", "--no-progress"],
+        root,
+    );
+    assert!(
+        output.status.success(),
+        "resume failed: {}",
+        stderr(&output)
+    );
+    assert!(root.join("run/checkpoints/epoch-000003").exists());
+    let metrics = std::fs::read_to_string(root.join("run/metrics.csv")).unwrap();
+    assert_eq!(metrics.lines().count(), 4, "{metrics}");
+
+    // A second fresh run into the same directory is refused.
+    let output = allday(
+        &[
+            "train",
+            "--config",
+            config.to_str().unwrap(),
+            "--out",
+            "run",
+            "--no-progress",
+        ],
+        root,
+    );
+    assert!(!output.status.success());
+    assert!(stderr(&output).contains("--resume"), "{}", stderr(&output));
+}
+
+#[test]
+fn missing_data_folder_is_named() {
+    let folder = tempfile::tempdir().unwrap();
+    let root = folder.path();
+    write_dataset(root);
+    let config = write_config(root);
+    let output = allday(
+        &[
+            "train",
+            "--config",
+            config.to_str().unwrap(),
+            "--data",
+            "/nonexistent/gardens",
+            "--out",
+            "run",
+        ],
+        root,
+    );
+    assert!(!output.status.success());
+    let message = stderr(&output);
+    assert!(message.contains("/nonexistent/gardens/day"), "{message}");
+    assert!(!message.contains("panicked"), "{message}");
+}
+
+#[test]
+fn unreadable_image_is_named() {
+    let folder = tempfile::tempdir().unwrap();
+    let root = folder.path();
+    write_dataset(root);
+    std::fs::write(root.join("night/03.jpg"), b"not a jpeg").unwrap();
+    let config = write_config(root);
+    let output = allday(
+        &[
+            "train",
+            "--config",
+            config.to_str().unwrap(),
+            "--out",
+            "run",
+        ],
+        root,
+    );
+    assert!(!output.status.success());
+    let message = stderr(&output);
+    assert!(message.contains("night/03.jpg"), "{message}");
+    assert!(!message.contains("panicked"), "{message}");
+}
+
+#[test]
+fn invalid_config_value_is_named() {
+    let folder = tempfile::tempdir().unwrap();
+    let path = folder.path().join("bad.toml");
+    std::fs::write(&path, "[data]\nwidth = 30\n").unwrap();
+    let output = allday(
+        &["train", "--config", path.to_str().unwrap()],
+        folder.path(),
+    );
+    assert!(!output.status.success());
+    let message = stderr(&output);
+    assert!(message.contains("data.width"), "{message}");
+    assert!(message.contains("30"), "{message}");
+}
+
+#[test]
+fn eval_without_checkpoint_says_so() {
+    let folder = tempfile::tempdir().unwrap();
+    let output = allday(&["eval", "--run", "nowhere"], folder.path());
+    assert!(!output.status.success());
+    let message = stderr(&output);
+    assert!(message.contains("no checkpoint in nowhere"), "{message}");
+}
