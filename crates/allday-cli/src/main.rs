@@ -1,6 +1,7 @@
 //! `allday`: train a day/night double VAE, evaluate place retrieval, render translations.
 
 use std::fs::File;
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -19,8 +20,11 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
 /// Learn a day/night-invariant image embedding and retrieve places with it.
+///
+/// Train a double VAE on day and night image folders (`allday train`), measure night→day
+/// retrieval with it (`allday eval`), and look at its translations (`allday translate`).
 #[derive(Parser, Debug)]
-#[command(name = "allday", version, about)]
+#[command(name = "allday", version)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -41,7 +45,8 @@ struct TrainArgs {
     /// TOML config; fields it omits take their defaults (see configs/reference.toml).
     #[arg(long, conflicts_with = "resume", required_unless_present = "resume")]
     config: Option<PathBuf>,
-    /// Continue the run in this directory from its newest intact checkpoint.
+    /// Continue the run in this directory from its newest intact checkpoint, with the config
+    /// stored in that checkpoint (edits to the run's config.toml are not applied).
     #[arg(long, value_name = "RUN_DIR")]
     resume: Option<PathBuf>,
     /// Run directory for config, metrics, log and checkpoints [default: runs/<config name>].
@@ -115,8 +120,8 @@ struct TranslateArgs {
     /// Output PNG.
     #[arg(long, short, default_value = "translation.png")]
     out: PathBuf,
-    /// Magnification of each tile.
-    #[arg(long, default_value_t = 2)]
+    /// Magnification of each tile, 1 to 16.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=16))]
     scale: u32,
 }
 
@@ -128,9 +133,26 @@ fn main() {
         Command::Translate(args) => translate(args),
     };
     if let Err(error) = result {
-        eprintln!("error: {error:#}");
+        eprintln!("error: {}", describe(&error));
         std::process::exit(1);
     }
+}
+
+/// Joins an error and its causes into one line, skipping a cause whose text the message
+/// before it already contains (library errors include their cause in their own message).
+fn describe(error: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in error.chain() {
+        let text = cause.to_string();
+        if line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
 }
 
 /// Logs to stderr and, when given, to a file (without colours).
@@ -138,6 +160,7 @@ fn init_logging(log_file: Option<&Path>) -> Result<()> {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let stderr = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_target(false);
     let file = match log_file {
         Some(path) => {
@@ -166,6 +189,15 @@ fn init_logging(log_file: Option<&Path>) -> Result<()> {
 fn train(args: TrainArgs) -> Result<()> {
     let device = default_device();
     let mut trainer = if let Some(run_dir) = &args.resume {
+        if !run_dir.is_dir() {
+            bail!("run directory {} not found", run_dir.display());
+        }
+        if run_dir.join("state.json").is_file() {
+            bail!(
+                "{} is a checkpoint; pass the run directory that contains its checkpoints/ folder to --resume",
+                run_dir.display()
+            );
+        }
         init_logging(Some(&run_dir.join("train.log")))?;
         Trainer::resume(run_dir, &device, args.epochs, args.data.as_deref())
             .with_context(|| format!("cannot resume the run in {}", run_dir.display()))?
@@ -191,6 +223,10 @@ fn train(args: TrainArgs) -> Result<()> {
             config.seed = seed;
         }
         config.validate()?;
+        // An absolute root lets `eval` and `resume` find the data from any folder.
+        if let Ok(root) = config.data.root.canonicalize() {
+            config.data.root = root;
+        }
         let run_dir = args.out.clone().unwrap_or_else(|| {
             let name = config_path
                 .file_stem()
@@ -200,23 +236,30 @@ fn train(args: TrainArgs) -> Result<()> {
         });
         if allday::checkpoint::has_checkpoints(&run_dir)? {
             bail!(
-                "run directory {} already holds checkpoints; continue it with `allday train --resume {}` or pass another --out",
+                "run directory {} already contains checkpoints; continue it with `allday train --resume {}` or pass another --out",
                 run_dir.display(),
                 run_dir.display()
             );
         }
+        let occupied =
+            std::fs::read_dir(&run_dir).is_ok_and(|mut entries| entries.next().is_some());
+        if occupied {
+            bail!(
+                "run directory {} exists and is not empty; pass another --out so that its files are not overwritten",
+                run_dir.display()
+            );
+        }
+        // The images are loaded before the run directory is made, so that bad data leaves
+        // nothing behind.
+        let data = TrainingData::load(&config)?;
         std::fs::create_dir_all(&run_dir)
             .with_context(|| format!("cannot create run directory {}", run_dir.display()))?;
         init_logging(Some(&run_dir.join("train.log")))?;
         tracing::info!(
-            "loading images from {} ({}×{})",
+            "loaded images from {} at {}×{}: {} in domain A, {} in domain B for training, {} and {} for validation",
             config.data.root.display(),
             config.data.width,
-            config.data.height
-        );
-        let data = TrainingData::load(&config)?;
-        tracing::info!(
-            "training images: {} in domain A, {} in domain B; validation: {} and {}",
+            config.data.height,
             data.train_a.len(),
             data.train_b.len(),
             data.validation_a.len(),
@@ -281,12 +324,13 @@ fn eval(args: EvalArgs) -> Result<()> {
         config.data.width,
         config.data.height,
     )?;
+    ground_truth.check_queries(&sets.queries.entries)?;
     let latent = evaluate_latent(&model, &sets, &ground_truth, &device);
     let pixels = evaluate_pixels(&sets, &ground_truth, &device)?;
 
     let tolerance = match &ground_truth {
         GroundTruth::Frames { tolerance } => format!("±{tolerance} frames"),
-        GroundTruth::Files(_) => "CSV ground truth".into(),
+        GroundTruth::Files { source, .. } => format!("ground truth {}", source.display()),
     };
     println!(
         "checkpoint {} (epoch {})\nqueries {} → database {}, places {places}, {tolerance}\n",
@@ -332,25 +376,27 @@ fn translate(args: TranslateArgs) -> Result<()> {
     let device = default_device();
     let checkpoint = Checkpoint::open(&args.run)?;
     let config = &checkpoint.config;
-    if args.scale == 0 {
-        bail!("--scale must be at least 1");
-    }
     let root = args
         .data
         .clone()
         .unwrap_or_else(|| config.data.root.clone());
-    let default_image = |folder: &str| -> Result<PathBuf> {
-        let images = list_images(&root.join(folder))?;
-        let frame = config.evaluation.places.start.min(images.len() - 1);
-        Ok(images[frame].clone())
-    };
-    let day = match args.day {
-        Some(path) => path,
-        None => default_image(&config.evaluation.database)?,
-    };
-    let night = match args.night {
-        Some(path) => path,
-        None => default_image(&config.evaluation.queries)?,
+    let (day, night) = match (args.day, args.night) {
+        (Some(day), Some(night)) => (day, night),
+        (day, night) => {
+            // The first evaluation place, or the last frame both folders have.
+            let database = list_images(&root.join(&config.evaluation.database))?;
+            let queries = list_images(&root.join(&config.evaluation.queries))?;
+            let frame = config
+                .evaluation
+                .places
+                .start
+                .min(database.len() - 1)
+                .min(queries.len() - 1);
+            (
+                day.unwrap_or_else(|| database[frame].clone()),
+                night.unwrap_or_else(|| queries[frame].clone()),
+            )
+        }
     };
     let images = ImageSet::from_files(
         &[day.clone(), night.clone()],

@@ -57,6 +57,14 @@ pub struct Checkpoint {
     pub config: Config,
 }
 
+/// Cuts `text` to at most `limit` characters, marking the cut.
+fn shorten(text: &str, limit: usize) -> String {
+    match text.char_indices().nth(limit) {
+        Some((end, _)) => format!("{}…", &text[..end]),
+        None => text.to_string(),
+    }
+}
+
 fn sha256_hex(bytes: &[u8]) -> String {
     Sha256::digest(bytes)
         .iter()
@@ -238,37 +246,59 @@ fn list(checkpoints: &Path) -> Result<Vec<(usize, PathBuf)>> {
     Ok(found)
 }
 
-/// Whether `run_dir` already holds at least one checkpoint.
+/// Returns whether `run_dir` already contains at least one checkpoint.
 pub fn has_checkpoints(run_dir: &Path) -> Result<bool> {
     Ok(!list(&run_dir.join(CHECKPOINTS_DIR))?.is_empty())
 }
 
 impl Checkpoint {
-    /// Opens `path`, which is either a checkpoint directory or a run directory; for a run
-    /// directory, the newest checkpoint whose files are intact.
+    /// Opens `path` for inference. It is either a checkpoint directory or a run directory,
+    /// and for a run directory the newest checkpoint whose model weights are intact is used.
     pub fn open(path: &Path) -> Result<Checkpoint> {
+        Self::open_with(path, &[weights_file(VAE)])
+    }
+
+    /// Opens `path` to resume training: like [`Checkpoint::open`], but every file of the
+    /// checkpoint, optimizer states included, must be intact.
+    pub fn open_for_resume(path: &Path) -> Result<Checkpoint> {
+        Self::open_with(path, &[])
+    }
+
+    /// Opens the newest checkpoint whose `required` files (all listed files when empty) match
+    /// their checksums.
+    fn open_with(path: &Path, required: &[String]) -> Result<Checkpoint> {
+        let open = |candidate: &Path| {
+            let checkpoint = Self::read(candidate)?;
+            checkpoint.verify(required)?;
+            Ok(checkpoint)
+        };
         if path.join(STATE_FILE).is_file() {
-            let checkpoint = Self::read(path)?;
-            checkpoint.verify()?;
-            return Ok(checkpoint);
+            return open(path);
         }
-        if !path.exists() {
+        let mut epochs = list(&path.join(CHECKPOINTS_DIR))?;
+        if epochs.is_empty() {
             return Err(Error::NoCheckpoint {
                 path: path.to_path_buf(),
             });
         }
-        let mut epochs = list(&path.join(CHECKPOINTS_DIR))?;
         epochs.sort_unstable_by_key(|(epoch, _)| std::cmp::Reverse(*epoch));
-        for (_, candidate) in epochs {
-            match Self::read(&candidate)
-                .and_then(|checkpoint| checkpoint.verify().map(|_| checkpoint))
-            {
+        let mut first_error = None;
+        for (_, candidate) in &epochs {
+            match open(candidate) {
                 Ok(checkpoint) => return Ok(checkpoint),
-                Err(error) => tracing::warn!("skipping damaged checkpoint: {error}"),
+                Err(error) => {
+                    tracing::warn!("skipping damaged checkpoint: {error}");
+                    first_error.get_or_insert(error);
+                }
             }
         }
-        Err(Error::NoCheckpoint {
+        Err(Error::InvalidCheckpoint {
             path: path.to_path_buf(),
+            message: format!(
+                "all {} checkpoints are damaged (newest: {}); restore them from a backup or start a new run with another --out",
+                epochs.len(),
+                first_error.map_or_else(String::new, |error| error.to_string())
+            ),
         })
     }
 
@@ -318,14 +348,21 @@ impl Checkpoint {
         Ok(bytes)
     }
 
-    fn verify(&self) -> Result<()> {
+    /// Checks the `required` files against their checksums, or every listed file when
+    /// `required` is empty.
+    fn verify(&self, required: &[String]) -> Result<()> {
         if !self.state.sha256.contains_key(&weights_file(VAE)) {
             return Err(Error::InvalidCheckpoint {
                 path: self.path.join(STATE_FILE),
                 message: format!("no `{}` listed", weights_file(VAE)),
             });
         }
-        for file in self.state.sha256.keys() {
+        let files: Vec<&String> = if required.is_empty() {
+            self.state.sha256.keys().collect()
+        } else {
+            required.iter().collect()
+        };
+        for file in files {
             self.read_verified(file)?;
         }
         Ok(())
@@ -344,7 +381,7 @@ impl Checkpoint {
         let mut store = BurnpackStore::from_bytes(Some(Bytes::from_bytes_vec(bytes)));
         let weights_error = |message: String| Error::Weights {
             path: self.path.join(&file),
-            message,
+            message: shorten(&message, 300),
         };
         let result = model
             .load_from(&mut store)

@@ -61,6 +61,20 @@ pub struct ModelConfig {
     pub shared_encoder_blocks: usize,
     /// Residual blocks shared by both decoders, applied to the latent first.
     pub shared_decoder_blocks: usize,
+    /// Normalisation after every encoder convolution and inside every residual block. The
+    /// decoders' upsampling stages always use batch norm.
+    pub normalization: Normalization,
+}
+
+/// Feature normalisation inside the encoders and residual blocks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Normalization {
+    /// No normalisation.
+    None,
+    /// Instance normalisation with a learned scale and shift per channel, which removes each
+    /// image's per-channel mean and contrast (as in the UNIT and MUNIT generators).
+    Instance,
 }
 
 /// Weights of UNIT's loss terms.
@@ -82,10 +96,10 @@ pub struct LossWeights {
 #[serde(default, deny_unknown_fields)]
 pub struct OptimizerConfig {
     pub learning_rate: f64,
-    pub beta1: f32,
-    pub beta2: f32,
+    pub beta1: f64,
+    pub beta2: f64,
     /// L2 penalty added to the gradient (Adam, not AdamW); 0 disables it.
-    pub weight_decay: f32,
+    pub weight_decay: f64,
 }
 
 /// Length of training and how often to checkpoint.
@@ -153,6 +167,7 @@ impl Default for ModelConfig {
             private_blocks: 2,
             shared_encoder_blocks: 2,
             shared_decoder_blocks: 2,
+            normalization: Normalization::None,
         }
     }
 }
@@ -343,6 +358,13 @@ impl Config {
             if !(weight.is_finite() && weight >= 0.0) {
                 return Err(invalid(field, weight, "zero or a positive number"));
             }
+        }
+        if self.loss.reconstruction == 0.0 && self.loss.cycle == 0.0 {
+            return Err(invalid(
+                "loss.reconstruction",
+                0,
+                "a positive weight for reconstruction or cycle (with both at zero nothing teaches the decoders)",
+            ));
         }
         Ok(())
     }

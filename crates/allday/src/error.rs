@@ -44,7 +44,7 @@ pub enum Error {
     InvalidPlaceRange { value: String },
 
     #[error(
-        "place range {start}..{end} needs frames up to {end}, but folder {folder} holds {available} images"
+        "place range {start}..{end} needs frames up to {end}, but folder {folder} contains {available} images"
     )]
     PlacesOutOfRange {
         folder: PathBuf,
@@ -69,7 +69,7 @@ pub enum Error {
     InvalidCheckpoint { path: PathBuf, message: String },
 
     #[error(
-        "run directory {path} already holds a training run; resume it with --resume or choose another --out"
+        "run directory {path} already contains a training run; resume it with --resume or choose another --out"
     )]
     RunExists { path: PathBuf },
 

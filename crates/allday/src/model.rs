@@ -10,11 +10,11 @@
 
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::interpolate::{Interpolate2d, Interpolate2dConfig, InterpolateMode};
-use burn::nn::{BatchNorm, BatchNormConfig, PaddingConfig2d};
+use burn::nn::{BatchNorm, BatchNormConfig, InstanceNorm, InstanceNormConfig, PaddingConfig2d};
 use burn::prelude::*;
 use burn::tensor::activation::{relu, sigmoid};
 
-use crate::config::ModelConfig;
+use crate::config::{ModelConfig, Normalization};
 
 /// One of the two image domains.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -56,18 +56,53 @@ fn conv(
         .init(device)
 }
 
+/// A convolution, optionally followed by instance normalisation.
+#[derive(Module, Debug)]
+pub struct ConvUnit {
+    pub conv: Conv2d,
+    pub norm: Option<InstanceNorm>,
+}
+
+impl ConvUnit {
+    fn new(
+        channels_in: usize,
+        channels_out: usize,
+        kernel: usize,
+        stride: usize,
+        normalization: Normalization,
+        device: &Device,
+    ) -> Self {
+        ConvUnit {
+            conv: conv(channels_in, channels_out, kernel, stride, device),
+            norm: match normalization {
+                Normalization::None => None,
+                Normalization::Instance => Some(InstanceNormConfig::new(channels_out).init(device)),
+            },
+        }
+    }
+
+    /// `[batch, channels_in, h, w]` → `[batch, channels_out, h / stride, w / stride]`.
+    pub fn forward(&self, input: Tensor<4>) -> Tensor<4> {
+        let output = self.conv.forward(input);
+        match &self.norm {
+            Some(norm) => norm.forward(output),
+            None => output,
+        }
+    }
+}
+
 /// Two 3×3 convolutions with a ReLU between them and a skip connection over both.
 #[derive(Module, Debug)]
 pub struct ResidualBlock {
-    conv1: Conv2d,
-    conv2: Conv2d,
+    pub conv1: ConvUnit,
+    pub conv2: ConvUnit,
 }
 
 impl ResidualBlock {
-    pub fn new(channels: usize, device: &Device) -> Self {
+    pub fn new(channels: usize, normalization: Normalization, device: &Device) -> Self {
         ResidualBlock {
-            conv1: conv(channels, channels, 3, 1, device),
-            conv2: conv(channels, channels, 3, 1, device),
+            conv1: ConvUnit::new(channels, channels, 3, 1, normalization, device),
+            conv2: ConvUnit::new(channels, channels, 3, 1, normalization, device),
         }
     }
 
@@ -81,21 +116,22 @@ impl ResidualBlock {
 /// The layers of one domain's encoder before the shared blocks.
 #[derive(Module, Debug)]
 pub struct PrivateEncoder {
-    stem: Conv2d,
-    down1: Conv2d,
-    down2: Conv2d,
-    blocks: Vec<ResidualBlock>,
+    pub stem: ConvUnit,
+    pub down1: ConvUnit,
+    pub down2: ConvUnit,
+    pub blocks: Vec<ResidualBlock>,
 }
 
 impl PrivateEncoder {
     pub fn new(config: &ModelConfig, device: &Device) -> Self {
         let [c1, c2, c3] = config.channels;
+        let norm = config.normalization;
         PrivateEncoder {
-            stem: conv(3, c1, 7, 1, device),
-            down1: conv(c1, c2, 4, 2, device),
-            down2: conv(c2, c3, 4, 2, device),
+            stem: ConvUnit::new(3, c1, 7, 1, norm, device),
+            down1: ConvUnit::new(c1, c2, 4, 2, norm, device),
+            down2: ConvUnit::new(c2, c3, 4, 2, norm, device),
             blocks: (0..config.private_blocks)
-                .map(|_| ResidualBlock::new(c3, device))
+                .map(|_| ResidualBlock::new(c3, norm, device))
                 .collect(),
         }
     }
@@ -178,10 +214,10 @@ impl DoubleVae {
             encoder_a: PrivateEncoder::new(config, device),
             encoder_b: PrivateEncoder::new(config, device),
             shared_encoder: (0..config.shared_encoder_blocks)
-                .map(|_| ResidualBlock::new(latent, device))
+                .map(|_| ResidualBlock::new(latent, config.normalization, device))
                 .collect(),
             shared_decoder: (0..config.shared_decoder_blocks)
-                .map(|_| ResidualBlock::new(latent, device))
+                .map(|_| ResidualBlock::new(latent, config.normalization, device))
                 .collect(),
             decoder_a: PrivateDecoder::new(config, device),
             decoder_b: PrivateDecoder::new(config, device),
@@ -258,6 +294,7 @@ mod tests {
             private_blocks: 2,
             shared_encoder_blocks: 2,
             shared_decoder_blocks: 2,
+            normalization: Normalization::Instance,
         }
     }
 
@@ -274,9 +311,9 @@ mod tests {
     }
 
     /// Adds 0.5 to every weight of a convolution.
-    fn perturb(conv: &mut Conv2d) {
-        let weight = conv.weight.val().add_scalar(0.5);
-        conv.weight = Param::from_tensor(weight);
+    fn perturb(unit: &mut ConvUnit) {
+        let weight = unit.conv.weight.val().add_scalar(0.5);
+        unit.conv.weight = Param::from_tensor(weight);
     }
 
     #[test]
@@ -368,7 +405,8 @@ mod tests {
         assert!(max_abs_difference(before_b.clone(), after_b) > 1e-4);
 
         let mut changed = model.clone();
-        perturb(&mut changed.decoder_b.to_rgb);
+        let weight = changed.decoder_b.to_rgb.weight.val().add_scalar(0.5);
+        changed.decoder_b.to_rgb.weight = Param::from_tensor(weight);
         let after_a = changed.decode(Domain::A, latent.clone());
         let after_b = changed.decode(Domain::B, latent);
         assert_eq!(max_abs_difference(before_a, after_a), 0.0);

@@ -82,11 +82,13 @@ pub struct EpochMetrics {
 /// Builds Adam from the config.
 pub fn optimizer(config: &Config) -> ModuleOptimizer {
     let settings = &config.optimizer;
+    // burn's Adam takes f32 settings; the config keeps f64 so that TOML shows the values as
+    // written.
     let weight_decay =
-        (settings.weight_decay > 0.0).then(|| WeightDecayConfig::new(settings.weight_decay));
+        (settings.weight_decay > 0.0).then(|| WeightDecayConfig::new(settings.weight_decay as f32));
     AdamConfig::new()
-        .with_beta_1(settings.beta1)
-        .with_beta_2(settings.beta2)
+        .with_beta_1(settings.beta1 as f32)
+        .with_beta_2(settings.beta2 as f32)
         .with_weight_decay(weight_decay)
         .init()
 }
@@ -189,6 +191,9 @@ impl Trainer {
                 path: run_dir.to_path_buf(),
             });
         }
+        if data.train_a.len() < config.training.batch_size {
+            return Err(batch_too_large(&config, &data));
+        }
         std::fs::create_dir_all(run_dir).map_err(|source| Error::io(run_dir, source))?;
         let config_path = run_dir.join(CONFIG_FILE);
         std::fs::write(&config_path, config.to_toml())
@@ -221,9 +226,20 @@ impl Trainer {
         epochs: Option<usize>,
         data_root: Option<&Path>,
     ) -> Result<Trainer> {
-        let checkpoint = Checkpoint::open(run_dir)?;
+        let checkpoint = Checkpoint::open_for_resume(run_dir)?;
         let mut config = checkpoint.config.clone();
         if let Some(epochs) = epochs {
+            if epochs < checkpoint.state.epoch {
+                return Err(Error::InvalidConfig {
+                    field: "training.epochs",
+                    value: epochs.to_string(),
+                    expected: format!(
+                        "at least the {} epochs already trained in {}",
+                        checkpoint.state.epoch,
+                        checkpoint.path.display()
+                    ),
+                });
+            }
             config.training.epochs = epochs;
         }
         if let Some(root) = data_root {
@@ -338,14 +354,7 @@ impl Trainer {
         let started = Instant::now();
         let steps = self.steps_per_epoch();
         if steps == 0 {
-            return Err(Error::InvalidConfig {
-                field: "training.batch_size",
-                value: self.config.training.batch_size.to_string(),
-                expected: format!(
-                    "at most the number of training images of domain A ({})",
-                    self.data.train_a.len()
-                ),
-            });
+            return Err(batch_too_large(&self.config, &self.data));
         }
         let epoch_number = self.epoch + 1;
         let progress = self.progress_bar(steps as u64, epoch_number);
@@ -463,6 +472,17 @@ impl Trainer {
             .expect("the progress template is valid"),
         );
         bar
+    }
+}
+
+fn batch_too_large(config: &Config, data: &TrainingData) -> Error {
+    Error::InvalidConfig {
+        field: "training.batch_size",
+        value: config.training.batch_size.to_string(),
+        expected: format!(
+            "at most the number of training images of domain A ({})",
+            data.train_a.len()
+        ),
     }
 }
 

@@ -83,13 +83,17 @@ pub fn translation_grid(
 /// Writes a PNG through a temporary file, so an interrupted write leaves no partial image.
 pub fn save_png(image: &RgbImage, path: &Path) -> Result<()> {
     let temporary = crate::io::temporary_path(path);
-    image
+    let result = image
         .save_with_format(&temporary, image::ImageFormat::Png)
         .map_err(|source| Error::WritePng {
             path: path.to_path_buf(),
             source,
-        })?;
-    std::fs::rename(&temporary, path).map_err(|source| Error::io(path, source))
+        })
+        .and_then(|_| std::fs::rename(&temporary, path).map_err(|source| Error::io(path, source)));
+    if result.is_err() {
+        let _ = std::fs::remove_file(&temporary);
+    }
+    result
 }
 
 #[cfg(test)]
@@ -106,6 +110,7 @@ mod tests {
             private_blocks: 1,
             shared_encoder_blocks: 1,
             shared_decoder_blocks: 1,
+            normalization: crate::config::Normalization::Instance,
         };
         let model = DoubleVae::new(&config, &device);
         let image = || Tensor::<4>::ones([1, 3, 8, 12], &device).mul_scalar(0.5);

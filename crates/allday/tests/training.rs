@@ -5,7 +5,7 @@ use std::path::Path;
 
 use allday::backend::default_device;
 use allday::checkpoint::Checkpoint;
-use allday::config::{Config, ModelConfig, PlaceRange};
+use allday::config::{Config, ModelConfig, Normalization, PlaceRange};
 use allday::training::{Trainer, TrainingData};
 use burn::module::{ModuleVisitor, Param};
 use burn::prelude::*;
@@ -51,6 +51,7 @@ fn tiny_config(root: &Path) -> Config {
         private_blocks: 1,
         shared_encoder_blocks: 1,
         shared_decoder_blocks: 1,
+        normalization: Normalization::Instance,
     };
     config.training.batch_size = 4;
     config.training.save_every = 1;
@@ -192,6 +193,41 @@ fn damaged_checkpoint_is_skipped_for_the_previous_one() {
     assert_eq!(checkpoint.state.epoch, 1);
     let error = Checkpoint::open(&run.join("checkpoints/epoch-000002")).unwrap_err();
     assert!(error.to_string().contains("checksum"), "{error}");
+
+    // With every checkpoint damaged, the message says so instead of "no checkpoint".
+    let oldest = run.join("checkpoints/epoch-000001/vae.bpk");
+    std::fs::write(&oldest, b"truncated").unwrap();
+    let error = Checkpoint::open(&run).unwrap_err();
+    assert!(
+        error.to_string().contains("all 2 checkpoints are damaged"),
+        "{error}"
+    );
+}
+
+#[test]
+fn resume_needs_intact_optimizer_state() {
+    let folder = tempfile::tempdir().unwrap();
+    let mut config = tiny_config(folder.path());
+    config.training.epochs = 2;
+    let run = folder.path().join("run");
+    let data = TrainingData::load(&config).unwrap();
+    let mut trainer = Trainer::new(config, &run, &default_device(), data)
+        .unwrap()
+        .with_progress(false);
+    trainer.run().unwrap();
+    std::fs::remove_file(run.join("checkpoints/epoch-000002/vae-optimizer.bpk")).unwrap();
+
+    // Inference needs only the weights, so it still uses the newest checkpoint.
+    assert_eq!(Checkpoint::open(&run).unwrap().state.epoch, 2);
+    // Resuming needs the optimizer state too, so it falls back to epoch 1.
+    assert_eq!(Checkpoint::open_for_resume(&run).unwrap().state.epoch, 1);
+    let resumed = Trainer::resume(&run, &default_device(), None, None).unwrap();
+    assert_eq!(resumed.epoch(), 1);
+
+    let error = Trainer::resume(&run, &default_device(), Some(0), None)
+        .err()
+        .unwrap();
+    assert!(error.to_string().contains("training.epochs"), "{error}");
 }
 
 #[test]

@@ -21,19 +21,29 @@ pub enum GroundTruth {
     /// `tolerance` of the query's.
     Frames { tolerance: usize },
     /// Explicit pairs from a CSV file: query path → matching database paths.
-    Files(HashMap<PathBuf, HashSet<PathBuf>>),
+    Files {
+        /// The CSV file, for messages.
+        source: PathBuf,
+        pairs: HashMap<PathBuf, HashSet<PathBuf>>,
+    },
 }
 
 impl GroundTruth {
-    /// Reads a CSV ground truth. Each line is `query,match[,match…]`; paths are relative to the
-    /// CSV file's folder unless absolute. A first line starting with `query` is a header.
+    /// Reads a CSV ground truth. Each line is `query,match[,match…]` and paths are relative to
+    /// the CSV file's folder unless absolute. A first line whose first field is exactly `query`
+    /// is a header.
     pub fn from_csv(path: &Path) -> Result<GroundTruth> {
         let text = std::fs::read_to_string(path).map_err(|source| Error::io(path, source))?;
         let base = path.parent().unwrap_or(Path::new("."));
         let mut pairs: HashMap<PathBuf, HashSet<PathBuf>> = HashMap::new();
         for (number, line) in text.lines().enumerate() {
             let line = line.trim();
-            if line.is_empty() || (number == 0 && line.to_ascii_lowercase().starts_with("query")) {
+            let is_header = number == 0
+                && line
+                    .split(',')
+                    .next()
+                    .is_some_and(|field| field.trim().eq_ignore_ascii_case("query"));
+            if line.is_empty() || is_header {
                 continue;
             }
             let mut fields = line.split(',').map(str::trim);
@@ -58,7 +68,44 @@ impl GroundTruth {
                 message: "no query rows".into(),
             });
         }
-        Ok(GroundTruth::Files(pairs))
+        Ok(GroundTruth::Files {
+            source: path.to_path_buf(),
+            pairs,
+        })
+    }
+
+    /// Checks that a CSV ground truth lists the query images: an error when it lists none of
+    /// them (every query would count as a miss), a warning naming the first missing one when
+    /// it lists only some. Frame ground truth always passes.
+    pub fn check_queries(&self, queries: &[ImageEntry]) -> Result<()> {
+        let GroundTruth::Files { source, pairs } = self else {
+            return Ok(());
+        };
+        let missing: Vec<&ImageEntry> = queries
+            .iter()
+            .filter(|query| !pairs.contains_key(&normalise_path(&query.path)))
+            .collect();
+        if !queries.is_empty() && missing.len() == queries.len() {
+            return Err(Error::GroundTruth {
+                path: source.clone(),
+                line: 0,
+                message: format!(
+                    "none of the {} query images is listed (first query: {}); list them as `query,match` with paths relative to the CSV file's folder",
+                    queries.len(),
+                    queries[0].path.display()
+                ),
+            });
+        }
+        if let Some(first) = missing.first() {
+            tracing::warn!(
+                "{} of {} query images are not listed in {} and count as misses, e.g. {}",
+                missing.len(),
+                queries.len(),
+                source.display(),
+                first.path.display()
+            );
+        }
+        Ok(())
     }
 
     /// Returns whether `candidate` is a true match of `query`.
@@ -67,7 +114,7 @@ impl GroundTruth {
             GroundTruth::Frames { tolerance } => {
                 query.frame.abs_diff(candidate.frame) <= *tolerance
             }
-            GroundTruth::Files(pairs) => pairs
+            GroundTruth::Files { pairs, .. } => pairs
                 .get(&normalise_path(&query.path))
                 .is_some_and(|matches| matches.contains(&normalise_path(&candidate.path))),
         }
@@ -318,6 +365,37 @@ mod tests {
         };
         assert!(truth.is_match(&query, &good));
         assert!(!truth.is_match(&query, &bad));
+    }
+
+    #[test]
+    fn csv_ground_truth_keeps_query_named_file() {
+        let folder = tempfile::tempdir().unwrap();
+        let csv = folder.path().join("pairs.csv");
+        std::fs::write(&csv, "query0008.png,db0008.png\n").unwrap();
+        let truth = GroundTruth::from_csv(&csv).unwrap();
+        let query = ImageEntry {
+            path: folder.path().join("query0008.png"),
+            frame: 0,
+        };
+        let candidate = ImageEntry {
+            path: folder.path().join("db0008.png"),
+            frame: 0,
+        };
+        assert!(truth.is_match(&query, &candidate));
+    }
+
+    #[test]
+    fn csv_ground_truth_listing_no_query_rejected() {
+        let folder = tempfile::tempdir().unwrap();
+        let csv = folder.path().join("pairs.csv");
+        std::fs::write(&csv, "index,day,night\n0,day/0.jpg,night/0.jpg\n").unwrap();
+        let truth = GroundTruth::from_csv(&csv).unwrap();
+        let queries = entries(&[0, 1]);
+        let error = truth.check_queries(&queries).unwrap_err();
+        assert!(
+            error.to_string().contains("none of the 2 query images"),
+            "{error}"
+        );
     }
 
     #[test]
