@@ -4,7 +4,7 @@
 #
 #   scripts/main.sh [--data DIR]
 #
-# DIR holds day_left/, day_right/ and night_right/ [default: ../shared/data/gardens_point].
+# DIR contains day_left/, day_right/ and night_right/ [default: ../shared/data/gardens_point].
 # Running it again after an interruption resumes training from the last checkpoint; after a
 # finished run it only evaluates.
 set -euo pipefail

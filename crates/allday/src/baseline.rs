@@ -7,18 +7,15 @@ use burn::prelude::*;
 use image::imageops::FilterType;
 use rayon::prelude::*;
 
-use crate::data::ImageEntry;
-use crate::error::{Error, Result};
+use crate::data::{ImageEntry, decode_image};
+use crate::error::Result;
 
 pub const PIXEL_WIDTH: u32 = 32;
 pub const PIXEL_HEIGHT: u32 = 24;
 
 /// The standardised 32×24 grey thumbnail of one image, row-major.
 pub fn pixel_descriptor(path: &std::path::Path) -> Result<Vec<f32>> {
-    let image = image::open(path).map_err(|source| Error::Image {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let image = decode_image(path)?;
     let grey = image::imageops::resize(
         &image.to_luma8(),
         PIXEL_WIDTH,

@@ -85,7 +85,7 @@ fn sync_dir(path: &Path) -> Result<()> {
         .map_err(|source| Error::io(path, source))
 }
 
-/// The checkpoint directory name of an epoch.
+/// Formats the checkpoint directory name of an epoch.
 fn checkpoint_name(epoch: usize) -> String {
     format!("{PREFIX}{epoch:06}")
 }
@@ -222,7 +222,7 @@ fn prune(checkpoints: &Path, keep: usize) -> Result<()> {
     Ok(())
 }
 
-/// The checkpoint directories under `checkpoints` with their epochs, unordered.
+/// Lists the checkpoint directories under `checkpoints` with their epochs, unordered.
 fn list(checkpoints: &Path) -> Result<Vec<(usize, PathBuf)>> {
     if !checkpoints.is_dir() {
         return Ok(Vec::new());

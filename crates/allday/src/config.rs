@@ -27,7 +27,7 @@ pub struct Config {
     pub evaluation: EvaluationConfig,
 }
 
-/// Where the two image domains come from and how images are prepared.
+/// Source folders of the two image domains and the preparation of their images.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct DataConfig {
@@ -106,7 +106,7 @@ pub struct OptimizerConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TrainingConfig {
-    /// Number of epochs. One epoch is one pass over domain A's training images; domain B's
+    /// Number of epochs. One epoch is one pass over domain A's training images. Domain B's
     /// images are drawn from their own shuffled order, which restarts whenever it runs out.
     pub epochs: usize,
     /// Images of each domain per step.

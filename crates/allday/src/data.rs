@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use burn::prelude::*;
 use image::imageops::FilterType;
+use image::{DynamicImage, ImageDecoder, ImageReader};
 use rayon::prelude::*;
 
 use crate::config::PlaceRange;
@@ -47,17 +48,47 @@ pub fn list_images(folder: &Path) -> Result<Vec<PathBuf>> {
     Ok(images)
 }
 
+/// Largest image accepted, in pixels (width × height), checked from the file header before
+/// decoding so that a crafted header cannot make the decoder allocate gigabytes.
+// TODO: make the limit a config field.
+pub const MAX_IMAGE_PIXELS: u64 = 100_000_000;
+
+/// Decodes an image file, whatever its extension says, and applies its EXIF orientation.
+pub fn decode_image(path: &Path) -> Result<DynamicImage> {
+    let image_error = |source| Error::Image {
+        path: path.to_path_buf(),
+        source,
+    };
+    let open = || -> Result<ImageReader<std::io::BufReader<std::fs::File>>> {
+        ImageReader::open(path)
+            .map_err(|source| Error::io(path, source))?
+            .with_guessed_format()
+            .map_err(|source| Error::io(path, source))
+    };
+    let (width, height) = open()?.into_dimensions().map_err(image_error)?;
+    let pixels = u64::from(width) * u64::from(height);
+    if pixels > MAX_IMAGE_PIXELS {
+        return Err(Error::ImageTooLarge {
+            path: path.to_path_buf(),
+            width,
+            height,
+            limit: MAX_IMAGE_PIXELS,
+        });
+    }
+    let mut decoder = open()?.into_decoder().map_err(image_error)?;
+    let orientation = decoder.orientation().map_err(image_error)?;
+    let mut image = DynamicImage::from_decoder(decoder).map_err(image_error)?;
+    image.apply_orientation(orientation);
+    Ok(image)
+}
+
 /// Decodes an image, resizes it keeping its aspect ratio so that it covers `width`×`height`,
 /// and crops the centre.
 ///
 /// Returns the pixels in channel-major order `[3, height, width]`, scaled to [0, 1]. Grey images
 /// are repeated over the three channels.
 pub fn load_image(path: &Path, width: usize, height: usize) -> Result<Vec<f32>> {
-    let image = image::open(path).map_err(|source| Error::Image {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    let image = image.to_rgb8();
+    let image = decode_image(path)?.to_rgb8();
     let (source_width, source_height) = image.dimensions();
     if source_width == 0 || source_height == 0 {
         return Err(Error::Image {
@@ -235,6 +266,77 @@ mod tests {
         let error = load_image(&path, 8, 8).unwrap_err();
         assert!(matches!(error, Error::Image { .. }), "{error}");
         assert!(error.to_string().contains("broken.jpg"), "{error}");
+    }
+
+    #[test]
+    fn exif_orientation_applied() {
+        // A 4×2 JPEG whose EXIF orientation 6 says "rotate 90° clockwise to display".
+        let folder = tempfile::tempdir().unwrap();
+        let path = folder.path().join("rotated.jpg");
+        let image = image::RgbImage::from_pixel(4, 2, image::Rgb([200, 200, 200]));
+        let mut jpeg = Vec::new();
+        image::codecs::jpeg::JpegEncoder::new(&mut jpeg)
+            .encode_image(&image)
+            .unwrap();
+        // APP1 segment: "Exif\0\0", little-endian TIFF header, one IFD entry 0x0112 = 6.
+        let tiff: [u8; 26] = [
+            b'I', b'I', 42, 0, 8, 0, 0, 0, 1, 0, 0x12, 0x01, 3, 0, 1, 0, 0, 0, 6, 0, 0, 0, 0, 0, 0,
+            0,
+        ];
+        let mut app1 = b"Exif\0\0".to_vec();
+        app1.extend_from_slice(&tiff);
+        let length = (app1.len() + 2) as u16;
+        let mut file = vec![0xFF, 0xD8, 0xFF, 0xE1];
+        file.extend_from_slice(&length.to_be_bytes());
+        file.extend_from_slice(&app1);
+        file.extend_from_slice(&jpeg[2..]);
+        std::fs::write(&path, file).unwrap();
+
+        let decoded = decode_image(&path).unwrap();
+        assert_eq!((decoded.width(), decoded.height()), (2, 4));
+    }
+
+    #[test]
+    fn oversized_header_rejected_before_decoding() {
+        // A PNG header declaring 60000×60000 pixels, with no pixel data behind it.
+        let folder = tempfile::tempdir().unwrap();
+        let path = folder.path().join("bomb.png");
+        let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
+        let mut ihdr = b"IHDR".to_vec();
+        ihdr.extend_from_slice(&60000u32.to_be_bytes());
+        ihdr.extend_from_slice(&60000u32.to_be_bytes());
+        ihdr.extend_from_slice(&[8, 2, 0, 0, 0]);
+        png.extend_from_slice(&13u32.to_be_bytes());
+        png.extend_from_slice(&ihdr);
+        png.extend_from_slice(&crc32(&ihdr).to_be_bytes());
+        // An empty IDAT chunk: decoders read the header up to the first image data chunk.
+        png.extend_from_slice(&0u32.to_be_bytes());
+        png.extend_from_slice(b"IDAT");
+        png.extend_from_slice(&crc32(b"IDAT").to_be_bytes());
+        std::fs::write(&path, png).unwrap();
+
+        let error = decode_image(&path).unwrap_err();
+        assert!(
+            matches!(error, Error::ImageTooLarge { width: 60000, .. }),
+            "{error}"
+        );
+        assert!(error.to_string().contains("bomb.png"), "{error}");
+    }
+
+    /// CRC-32 (IEEE) of a PNG chunk's type and data.
+    fn crc32(bytes: &[u8]) -> u32 {
+        let mut crc = 0xFFFF_FFFFu32;
+        for &byte in bytes {
+            crc ^= u32::from(byte);
+            for _ in 0..8 {
+                crc = if crc & 1 == 1 {
+                    (crc >> 1) ^ 0xEDB8_8320
+                } else {
+                    crc >> 1
+                };
+            }
+        }
+        !crc
     }
 
     #[test]

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 /// Everything that can go wrong in allday's library code.
 ///
-/// Each variant carries the file, field or value at fault, so that the message alone tells the
+/// Each variant carries the file, field or value at fault, so that the message alone shows the
 /// user what to fix.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -21,6 +21,16 @@ pub enum Error {
         path: PathBuf,
         #[source]
         source: image::ImageError,
+    },
+
+    #[error(
+        "image {path} is {width}×{height} pixels, above the limit of {limit} pixels; resize it or remove it from the folder"
+    )]
+    ImageTooLarge {
+        path: PathBuf,
+        width: u32,
+        height: u32,
+        limit: u64,
     },
 
     #[error("{path}: {source}")]

@@ -194,7 +194,7 @@ fn damaged_checkpoint_is_skipped_for_the_previous_one() {
     let error = Checkpoint::open(&run.join("checkpoints/epoch-000002")).unwrap_err();
     assert!(error.to_string().contains("checksum"), "{error}");
 
-    // With every checkpoint damaged, the message says so instead of "no checkpoint".
+    // With every checkpoint damaged, the error reports the damage instead of "no checkpoint".
     let oldest = run.join("checkpoints/epoch-000001/vae.bpk");
     std::fs::write(&oldest, b"truncated").unwrap();
     let error = Checkpoint::open(&run).unwrap_err();
