@@ -257,3 +257,67 @@ fn eval_without_checkpoint_says_so() {
     let message = stderr(&output);
     assert!(message.contains("no checkpoint in nowhere"), "{message}");
 }
+
+#[test]
+fn unwritable_run_directory_fails_before_training() {
+    let folder = tempfile::tempdir().unwrap();
+    let root = folder.path();
+    write_dataset(root);
+    let config = write_config(root);
+    // A regular file where the run directory's parent should be: no directory can be made.
+    std::fs::write(root.join("blocker"), "a file").unwrap();
+    let output = allday(
+        &[
+            "train",
+            "--config",
+            config.to_str().unwrap(),
+            "--out",
+            "blocker/run",
+        ],
+        root,
+    );
+    assert!(!output.status.success());
+    let message = stderr(&output);
+    assert!(message.contains("blocker/run"), "{message}");
+    assert!(!message.contains("panicked"), "{message}");
+    assert!(!message.contains("epoch 1"), "{message}");
+}
+
+#[test]
+fn checkpoint_of_another_model_rejected() {
+    let folder = tempfile::tempdir().unwrap();
+    let root = folder.path();
+    write_dataset(root);
+    let config = write_config(root);
+    let output = allday(
+        &[
+            "train",
+            "--config",
+            config.to_str().unwrap(),
+            "--out",
+            "run",
+            "--epochs",
+            "1",
+        ],
+        root,
+    );
+    assert!(output.status.success(), "{}", stderr(&output));
+
+    // Change the model's width in the stored config and re-sign nothing: the checksums cover
+    // only the weights, so the checkpoint opens, and loading must report the mismatch.
+    let state_path = root.join("run/checkpoints/epoch-000001/state.json");
+    let state = std::fs::read_to_string(&state_path).unwrap();
+    let edited = state.replacen("    4,", "    6,", 1);
+    assert_ne!(
+        state, edited,
+        "the test expects the stem width 4 in the stored config"
+    );
+    std::fs::write(&state_path, edited).unwrap();
+
+    let output = allday(&["eval", "--run", "run"], root);
+    assert!(!output.status.success());
+    let message = stderr(&output);
+    assert!(message.contains("vae.bpk"), "{message}");
+    assert!(message.contains("do not fit"), "{message}");
+    assert!(message.len() < 1000, "message too long: {message}");
+}

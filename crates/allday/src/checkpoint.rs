@@ -383,12 +383,14 @@ impl Checkpoint {
             path: self.path.join(&file),
             message: shorten(&message, 300),
         };
-        let result = model
-            .load_from(&mut store)
-            .map_err(|error| weights_error(error.to_string()))?;
+        let result = model.load_from(&mut store).map_err(|error| {
+            weights_error(format!(
+                "the weights do not fit the model of the checkpoint's config: {error}"
+            ))
+        })?;
         if !result.is_success() || !result.missing.is_empty() {
             return Err(weights_error(format!(
-                "the weights do not fit the model of the config ({} errors, {} missing tensors, first: {:?})",
+                "the weights do not fit the model of the checkpoint's config ({} errors, {} missing tensors, first: {:?})",
                 result.errors.len(),
                 result.missing.len(),
                 result

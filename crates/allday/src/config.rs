@@ -11,6 +11,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use crate::data::UnreadableImages;
 use crate::error::{Error, Result};
 
 /// The whole configuration of a training run and of its default evaluation.
@@ -46,6 +47,9 @@ pub struct DataConfig {
     /// Places used for the per-epoch validation reconstruction. They must not overlap the
     /// training places nor the evaluation places.
     pub validation_places: PlaceRange,
+    /// What to do with an image that cannot be decoded: `"stop"` with an error naming it, or
+    /// `"skip"` it with a warning.
+    pub unreadable_images: UnreadableImages,
 }
 
 /// Layer sizes of the double VAE.
@@ -156,6 +160,7 @@ impl Default for DataConfig {
                 start: 90,
                 end: 100,
             },
+            unreadable_images: UnreadableImages::Stop,
         }
     }
 }

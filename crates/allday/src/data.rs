@@ -65,7 +65,14 @@ pub fn decode_image(path: &Path) -> Result<DynamicImage> {
             .with_guessed_format()
             .map_err(|source| Error::io(path, source))
     };
-    let (width, height) = open()?.into_dimensions().map_err(image_error)?;
+    let reader = open()?;
+    if reader.format() == Some(image::ImageFormat::Jpeg) && jpeg_is_truncated(path)? {
+        // The JPEG decoder fills a truncated file's missing rows with grey instead of failing.
+        return Err(Error::TruncatedImage {
+            path: path.to_path_buf(),
+        });
+    }
+    let (width, height) = reader.into_dimensions().map_err(image_error)?;
     let pixels = u64::from(width) * u64::from(height);
     if pixels > MAX_IMAGE_PIXELS {
         return Err(Error::ImageTooLarge {
@@ -80,6 +87,32 @@ pub fn decode_image(path: &Path) -> Result<DynamicImage> {
     let mut image = DynamicImage::from_decoder(decoder).map_err(image_error)?;
     image.apply_orientation(orientation);
     Ok(image)
+}
+
+/// Returns whether a file that starts like a JPEG (FF D8) lacks the end-of-image marker (FF D9)
+/// in its last 4 KiB.
+///
+/// The marker cannot occur inside entropy-coded data, where an FF byte is always followed by 00,
+/// so a file cut short lacks it. Some cameras append a few bytes after the marker, hence the
+/// window rather than the last two bytes. Files that do not start like a JPEG are left to the
+/// decoder, which reports them.
+fn jpeg_is_truncated(path: &Path) -> Result<bool> {
+    use std::io::{Read, Seek, SeekFrom};
+    const WINDOW: u64 = 4096;
+    let mut file = std::fs::File::open(path).map_err(|source| Error::io(path, source))?;
+    let length = file
+        .metadata()
+        .map_err(|source| Error::io(path, source))?
+        .len();
+    let mut start = [0u8; 2];
+    if file.read_exact(&mut start).is_err() || start != [0xFF, 0xD8] {
+        return Ok(false);
+    }
+    let mut tail = Vec::new();
+    file.seek(SeekFrom::Start(length.saturating_sub(WINDOW)))
+        .and_then(|_| file.read_to_end(&mut tail))
+        .map_err(|source| Error::io(path, source))?;
+    Ok(!tail.windows(2).any(|pair| pair == [0xFF, 0xD9]))
 }
 
 /// Decodes an image, resizes it keeping its aspect ratio so that it covers `width`×`height`,
@@ -123,6 +156,17 @@ pub fn load_image(path: &Path, width: usize, height: usize) -> Result<Vec<f32>> 
     Ok(pixels)
 }
 
+/// What loading does with an image that cannot be decoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UnreadableImages {
+    /// Stop with an error that names the file.
+    #[default]
+    Stop,
+    /// Leave the file out with a warning that names it.
+    Skip,
+}
+
 /// One image of a set: where it came from and its frame index in its folder.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ImageEntry {
@@ -142,12 +186,15 @@ pub struct ImageSet {
 
 impl ImageSet {
     /// Loads the images of the given folders whose frame index lies in `places`, decoding in
-    /// parallel.
+    /// parallel. An image that cannot be decoded stops the load or, with
+    /// [`UnreadableImages::Skip`], is left out with a warning that names it; the frame indices
+    /// of the other images do not change.
     pub fn load(
         folders: &[PathBuf],
         places: PlaceRange,
         width: usize,
         height: usize,
+        unreadable: UnreadableImages,
     ) -> Result<ImageSet> {
         let mut entries = Vec::new();
         for folder in folders {
@@ -168,7 +215,7 @@ impl ImageSet {
                     .map(|(frame, path)| ImageEntry { path, frame }),
             );
         }
-        Self::from_entries(entries, width, height)
+        Self::from_entries(entries, width, height, unreadable)
     }
 
     /// Loads the given files; the frame index of each is its position in `paths`.
@@ -181,19 +228,51 @@ impl ImageSet {
                 frame,
             })
             .collect();
-        Self::from_entries(entries, width, height)
+        Self::from_entries(entries, width, height, UnreadableImages::Stop)
     }
 
-    fn from_entries(entries: Vec<ImageEntry>, width: usize, height: usize) -> Result<ImageSet> {
-        let decoded: Vec<Vec<f32>> = entries
+    fn from_entries(
+        entries: Vec<ImageEntry>,
+        width: usize,
+        height: usize,
+        unreadable: UnreadableImages,
+    ) -> Result<ImageSet> {
+        let decoded: Vec<Result<Vec<f32>>> = entries
             .par_iter()
             .map(|entry| load_image(&entry.path, width, height))
-            .collect::<Result<_>>()?;
+            .collect();
+        let folder = entries
+            .first()
+            .and_then(|entry| entry.path.parent())
+            .map(Path::to_path_buf)
+            .unwrap_or_default();
+        let mut kept = Vec::with_capacity(entries.len());
+        let mut pixels = Vec::with_capacity(entries.len() * 3 * width * height);
+        let mut skipped = 0;
+        for (entry, result) in entries.into_iter().zip(decoded) {
+            match (result, unreadable) {
+                (Ok(image), _) => {
+                    pixels.extend_from_slice(&image);
+                    kept.push(entry);
+                }
+                (Err(error), UnreadableImages::Skip) => {
+                    tracing::warn!("skipping unreadable image: {error}");
+                    skipped += 1;
+                }
+                (Err(error), UnreadableImages::Stop) => return Err(error),
+            }
+        }
+        if skipped > 0 {
+            tracing::warn!("skipped {skipped} unreadable images, loaded {}", kept.len());
+        }
+        if kept.is_empty() {
+            return Err(Error::NoReadableImages { folder, skipped });
+        }
         Ok(ImageSet {
-            entries,
+            entries: kept,
             width,
             height,
-            pixels: decoded.concat(),
+            pixels,
         })
     }
 
@@ -384,6 +463,7 @@ mod tests {
             PlaceRange { start: 1, end: 3 },
             4,
             4,
+            UnreadableImages::Stop,
         )
         .unwrap();
         let frames: Vec<_> = set.entries.iter().map(|entry| entry.frame).collect();
@@ -396,6 +476,7 @@ mod tests {
             PlaceRange { start: 0, end: 9 },
             4,
             4,
+            UnreadableImages::Stop,
         )
         .unwrap_err();
         assert!(

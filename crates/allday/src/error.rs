@@ -16,6 +16,14 @@ pub enum Error {
     #[error("no images (.jpg, .jpeg, .png) in folder {path}")]
     NoImages { path: PathBuf },
 
+    #[error(
+        "image {path} is truncated (its JPEG end marker is missing); copy it again or remove it"
+    )]
+    TruncatedImage { path: PathBuf },
+
+    #[error("none of the {skipped} images in {folder} could be read (all were skipped)")]
+    NoReadableImages { folder: PathBuf, skipped: usize },
+
     #[error("cannot read image {path}: {source}")]
     Image {
         path: PathBuf,
@@ -83,7 +91,7 @@ pub enum Error {
     )]
     RunExists { path: PathBuf },
 
-    #[error("cannot save or load weights of {path}: {message}")]
+    #[error("invalid weights {path}: {message}")]
     Weights { path: PathBuf, message: String },
 
     #[error("cannot write PNG {path}: {source}")]
@@ -93,11 +101,14 @@ pub enum Error {
         source: image::ImageError,
     },
 
-    #[error("training diverged at epoch {epoch}, step {step}: loss terms {terms}")]
+    #[error(
+        "training diverged (a loss term or the gradient is not finite) at epoch {epoch}, step {step}: {terms}; last checkpoint: {checkpoint}. Lower optimizer.learning_rate or the loss weights, then resume or start again"
+    )]
     Diverged {
         epoch: usize,
         step: usize,
         terms: String,
+        checkpoint: String,
     },
 }
 

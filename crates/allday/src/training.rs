@@ -11,6 +11,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use burn::module::{ModuleVisitor, Param};
 use burn::optim::{AdamConfig, GradientsParams, ModuleOptimizer, decay::WeightDecayConfig};
 use burn::prelude::*;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -28,8 +29,7 @@ use crate::model::{Domain, DoubleVae};
 
 const CONFIG_FILE: &str = "config.toml";
 const METRICS_FILE: &str = "metrics.csv";
-const METRICS_HEADER: &str =
-    "epoch,step,total,reconstruction,kl,cycle,cycle_kl,validation_l1_a,validation_l1_b,seconds";
+const METRICS_HEADER: &str = "epoch,step,total,reconstruction,kl,cycle,cycle_kl,gradient_norm,validation_l1_a,validation_l1_b,seconds";
 /// Checkpoints kept in a run directory; older ones are deleted after each save.
 const CHECKPOINTS_KEPT: usize = 3;
 /// Offset between the seed of data order and the seed of latent noise, so the two streams differ.
@@ -52,8 +52,15 @@ impl TrainingData {
             names.iter().map(|name| data.root.join(name)).collect()
         };
         let (a, b) = (folders(&data.domain_a), folders(&data.domain_b));
-        let load =
-            |folders: &[PathBuf], places| ImageSet::load(folders, places, data.width, data.height);
+        let load = |folders: &[PathBuf], places| {
+            ImageSet::load(
+                folders,
+                places,
+                data.width,
+                data.height,
+                data.unreadable_images,
+            )
+        };
         Ok(TrainingData {
             train_a: load(&a, data.train_places)?,
             train_b: load(&b, data.train_places)?,
@@ -72,6 +79,8 @@ pub struct EpochMetrics {
     pub step: usize,
     /// Mean of each loss term over the epoch's steps.
     pub losses: LossValues,
+    /// Mean over the epoch's steps of the global L2 norm of the gradient.
+    pub gradient_norm: f64,
     /// Mean L1 between validation images of domain A and their reconstructions.
     pub validation_a: f64,
     /// The same for domain B.
@@ -149,6 +158,33 @@ pub fn reconstruction_error(
     sum / images.len().max(1) as f64
 }
 
+/// Computes the global L2 norm of the gradients of `model`'s parameters.
+fn gradient_norm(model: &DoubleVae, gradients: &GradientsParams) -> f64 {
+    struct SquaredSum<'a> {
+        gradients: &'a GradientsParams,
+        sum: Option<Tensor<1>>,
+    }
+    impl ModuleVisitor for SquaredSum<'_> {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            if let Some(gradient) = self.gradients.get::<D>(param.id) {
+                let squared = gradient.square().sum();
+                self.sum = Some(match self.sum.take() {
+                    Some(sum) => sum + squared,
+                    None => squared,
+                });
+            }
+        }
+    }
+    let mut visitor = SquaredSum {
+        gradients,
+        sum: None,
+    };
+    model.visit(&mut visitor);
+    visitor
+        .sum
+        .map_or(0.0, |sum| f64::from(sum.into_scalar::<f32>()).sqrt())
+}
+
 /// Draws a permutation of `0..len` from the seed and a stream number.
 fn permutation(seed: u64, stream: u64, len: usize) -> Vec<usize> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
@@ -175,6 +211,8 @@ pub struct Trainer {
     step: usize,
     /// Progress bar output; hidden in tests and when stderr is not a terminal.
     show_progress: bool,
+    /// The newest checkpoint written or resumed from, for error messages.
+    last_checkpoint: Option<PathBuf>,
 }
 
 impl Trainer {
@@ -215,6 +253,7 @@ impl Trainer {
             epoch: 0,
             step: 0,
             show_progress: true,
+            last_checkpoint: None,
         })
     }
 
@@ -282,6 +321,7 @@ impl Trainer {
             epoch,
             step: checkpoint.state.step,
             show_progress: true,
+            last_checkpoint: Some(checkpoint.path.clone()),
         })
     }
 
@@ -326,6 +366,7 @@ impl Trainer {
             if self.epoch.is_multiple_of(self.config.training.save_every) || last {
                 let path = self.save_checkpoint()?;
                 tracing::info!("saved checkpoint {}", path.display());
+                self.last_checkpoint = Some(path);
             }
         }
         Ok(history)
@@ -359,9 +400,11 @@ impl Trainer {
         let epoch_number = self.epoch + 1;
         let progress = self.progress_bar(steps as u64, epoch_number);
         let mut sum = LossValues::default();
+        let mut gradient_norm_sum = 0.0;
         for index in 0..steps {
-            let losses = self.train_step(index)?;
+            let (losses, gradient_norm) = self.train_step(index)?;
             sum.accumulate(&losses);
+            gradient_norm_sum += gradient_norm;
             progress.set_message(format!("{losses}"));
             progress.inc(1);
         }
@@ -373,6 +416,7 @@ impl Trainer {
             epoch: self.epoch,
             step: self.step,
             losses: sum.scaled(1.0 / steps as f64),
+            gradient_norm: gradient_norm_sum / steps as f64,
             validation_a: reconstruction_error(
                 model,
                 Domain::A,
@@ -388,10 +432,11 @@ impl Trainer {
             seconds: started.elapsed().as_secs_f64(),
         };
         tracing::info!(
-            "epoch {}/{}: {} | validation L1 A {:.4} B {:.4} | {:.1} s",
+            "epoch {}/{}: {} | gradient norm {:.3} | validation L1 A {:.4} B {:.4} | {:.1} s",
             metrics.epoch,
             self.config.training.epochs,
             metrics.losses,
+            metrics.gradient_norm,
             metrics.validation_a,
             metrics.validation_b,
             metrics.seconds
@@ -400,8 +445,9 @@ impl Trainer {
         Ok(metrics)
     }
 
-    /// Runs the optimizer step `index` of the current epoch.
-    fn train_step(&mut self, index: usize) -> Result<LossValues> {
+    /// Runs the optimizer step `index` of the current epoch and returns its loss terms and the
+    /// L2 norm of its gradient.
+    fn train_step(&mut self, index: usize) -> Result<(LossValues, f64)> {
         let batch_size = self.config.training.batch_size;
         let seed = self.config.seed;
         let order_a = permutation(seed, 2 * self.epoch as u64, self.data.train_a.len());
@@ -439,22 +485,37 @@ impl Trainer {
         let terms = unit_losses(&model, images_a, images_b, noise);
         let weights = &self.config.loss;
         let values = terms.values(weights);
+        // The loss is checked before back-propagation and the gradient before the update, so
+        // the weights of a diverged step are never applied.
         if !values.is_finite() {
             self.model = Some(model);
-            return Err(Error::Diverged {
-                epoch: self.epoch + 1,
-                step: self.step,
-                terms: values.to_string(),
-            });
+            return Err(self.diverged(values.to_string()));
         }
         let gradients = terms.total(weights).backward();
         let gradients = GradientsParams::from_grads(gradients, &model);
+        let gradient_norm = gradient_norm(&model, &gradients);
+        if !gradient_norm.is_finite() {
+            self.model = Some(model);
+            return Err(self.diverged(format!("{values}, gradient norm {gradient_norm}")));
+        }
         let model = self
             .optimizer
             .step(self.config.optimizer.learning_rate, model, gradients);
         self.model = Some(model);
         self.step += 1;
-        Ok(values)
+        Ok((values, gradient_norm))
+    }
+
+    fn diverged(&self, terms: String) -> Error {
+        Error::Diverged {
+            epoch: self.epoch + 1,
+            step: self.step,
+            terms,
+            checkpoint: self
+                .last_checkpoint
+                .as_ref()
+                .map_or_else(|| "none yet".to_string(), |path| path.display().to_string()),
+        }
     }
 
     fn progress_bar(&self, steps: u64, epoch: usize) -> ProgressBar {
@@ -495,7 +556,7 @@ fn append_metrics(path: &Path, metrics: &EpochMetrics) -> Result<()> {
     let losses = &metrics.losses;
     writeln!(
         file,
-        "{},{},{:.6},{:.6},{:.6},{:.6},{:.6},{:.6},{:.6},{:.2}",
+        "{},{},{:.6},{:.6},{:.6},{:.6},{:.6},{:.6},{:.6},{:.6},{:.2}",
         metrics.epoch,
         metrics.step,
         losses.total,
@@ -503,6 +564,7 @@ fn append_metrics(path: &Path, metrics: &EpochMetrics) -> Result<()> {
         losses.kl,
         losses.cycle,
         losses.cycle_kl,
+        metrics.gradient_norm,
         metrics.validation_a,
         metrics.validation_b,
         metrics.seconds

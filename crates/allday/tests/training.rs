@@ -155,6 +155,25 @@ fn resume_matches_uninterrupted_run() {
 }
 
 #[test]
+fn diverging_run_stops_with_its_state() {
+    let folder = tempfile::tempdir().unwrap();
+    let mut config = tiny_config(folder.path());
+    config.training.epochs = 3;
+    // A weight near f32's maximum makes the gradients infinite, and Adam turns them into NaN
+    // weights, so the second step's losses are NaN.
+    config.loss.reconstruction = 1e38;
+    let data = TrainingData::load(&config).unwrap();
+    let mut trainer = Trainer::new(config, &folder.path().join("run"), &default_device(), data)
+        .unwrap()
+        .with_progress(false);
+    let error = trainer.run().unwrap_err();
+    let message = error.to_string();
+    assert!(matches!(error, allday::Error::Diverged { .. }), "{message}");
+    assert!(message.contains("learning_rate"), "{message}");
+    assert!(message.contains("last checkpoint"), "{message}");
+}
+
+#[test]
 fn new_run_refuses_directory_with_checkpoints() {
     let folder = tempfile::tempdir().unwrap();
     let mut config = tiny_config(folder.path());

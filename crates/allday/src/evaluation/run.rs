@@ -7,7 +7,7 @@ use burn::prelude::*;
 
 use crate::baseline::pixel_descriptors;
 use crate::config::PlaceRange;
-use crate::data::ImageSet;
+use crate::data::{ImageSet, UnreadableImages};
 use crate::error::Result;
 use crate::evaluation::{GroundTruth, RetrievalMetrics, evaluate};
 use crate::model::{Domain, DoubleVae};
@@ -35,10 +35,14 @@ impl EvaluationSets {
         places: PlaceRange,
         width: usize,
         height: usize,
+        unreadable: UnreadableImages,
     ) -> Result<EvaluationSets> {
+        let load = |folder: &Path| {
+            ImageSet::load(&[folder.to_path_buf()], places, width, height, unreadable)
+        };
         Ok(EvaluationSets {
-            database: ImageSet::load(&[database.to_path_buf()], places, width, height)?,
-            queries: ImageSet::load(&[queries.to_path_buf()], places, width, height)?,
+            database: load(database)?,
+            queries: load(queries)?,
         })
     }
 }

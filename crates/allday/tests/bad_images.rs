@@ -1,0 +1,140 @@
+//! Broken and unusual image files, made by the tests: each loads, or fails with an error that
+//! names the file, and the skip policy leaves out exactly the broken ones.
+
+use std::io::Cursor;
+use std::path::Path;
+
+use allday::config::PlaceRange;
+use allday::data::{ImageSet, UnreadableImages, load_image};
+
+fn jpeg_bytes(width: u32, height: u32) -> Vec<u8> {
+    let image = image::RgbImage::from_fn(width, height, |x, y| {
+        image::Rgb([(x * 7) as u8, (y * 5) as u8, 90])
+    });
+    let mut bytes = Vec::new();
+    image
+        .write_to(&mut Cursor::new(&mut bytes), image::ImageFormat::Jpeg)
+        .unwrap();
+    bytes
+}
+
+fn png_bytes(image: image::DynamicImage) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    image
+        .write_to(&mut Cursor::new(&mut bytes), image::ImageFormat::Png)
+        .unwrap();
+    bytes
+}
+
+/// Writes the corpus into `folder`; returns the file names that must fail to load.
+fn write_corpus(folder: &Path) -> Vec<&'static str> {
+    let good_jpeg = jpeg_bytes(40, 30);
+    let good_png = png_bytes(image::DynamicImage::ImageRgb8(image::RgbImage::new(40, 30)));
+    let files: Vec<(&str, Vec<u8>)> = vec![
+        ("00_good.jpg", good_jpeg.clone()),
+        ("01_zero_bytes.png", Vec::new()),
+        (
+            "02_truncated.jpg",
+            good_jpeg[..good_jpeg.len() / 2].to_vec(),
+        ),
+        ("03_truncated.png", good_png[..good_png.len() / 2].to_vec()),
+        ("04_text.jpg", b"this is a text file".to_vec()),
+        (
+            "05_sixteen_bit.png",
+            png_bytes(image::DynamicImage::ImageRgb16(
+                image::ImageBuffer::from_pixel(40, 30, image::Rgb([60000u16, 100, 30000])),
+            )),
+        ),
+        (
+            "06_grey_alpha.png",
+            png_bytes(image::DynamicImage::ImageLumaA8(
+                image::ImageBuffer::from_pixel(40, 30, image::LumaA([128u8, 20])),
+            )),
+        ),
+        (
+            "07_one_pixel.png",
+            png_bytes(image::DynamicImage::ImageRgb8(image::RgbImage::from_pixel(
+                1,
+                1,
+                image::Rgb([255, 0, 0]),
+            ))),
+        ),
+        ("08_png_named_jpg.jpg", good_png.clone()),
+    ];
+    for (name, bytes) in &files {
+        std::fs::write(folder.join(name), bytes).unwrap();
+    }
+    vec![
+        "01_zero_bytes.png",
+        "02_truncated.jpg",
+        "03_truncated.png",
+        "04_text.jpg",
+    ]
+}
+
+#[test]
+fn each_file_loads_or_names_itself() {
+    let folder = tempfile::tempdir().unwrap();
+    let broken = write_corpus(folder.path());
+    let mut names: Vec<_> = std::fs::read_dir(folder.path())
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    for name in names {
+        let result = load_image(&folder.path().join(&name), 8, 8);
+        if broken.contains(&name.as_str()) {
+            let error = result.expect_err(&name);
+            assert!(error.to_string().contains(&name), "{name}: {error}");
+        } else {
+            let pixels = result.unwrap_or_else(|error| panic!("{name}: {error}"));
+            assert_eq!(pixels.len(), 3 * 8 * 8, "{name}");
+        }
+    }
+}
+
+#[test]
+fn one_pixel_image_fills_the_target() {
+    let folder = tempfile::tempdir().unwrap();
+    write_corpus(folder.path());
+    let pixels = load_image(&folder.path().join("07_one_pixel.png"), 8, 8).unwrap();
+    // Red everywhere: channel 0 is 1, channels 1 and 2 are 0.
+    assert!(pixels[..64].iter().all(|&value| value == 1.0));
+    assert!(pixels[64..].iter().all(|&value| value == 0.0));
+}
+
+#[test]
+fn skip_policy_leaves_out_broken_files() {
+    let folder = tempfile::tempdir().unwrap();
+    let broken = write_corpus(folder.path());
+    let places = PlaceRange { start: 0, end: 9 };
+    let folders = [folder.path().to_path_buf()];
+
+    let error = ImageSet::load(&folders, places, 8, 8, UnreadableImages::Stop).unwrap_err();
+    assert!(error.to_string().contains("01_zero_bytes.png"), "{error}");
+
+    let set = ImageSet::load(&folders, places, 8, 8, UnreadableImages::Skip).unwrap();
+    assert_eq!(set.len(), 9 - broken.len());
+    // Frame indices are positions in the folder listing, kept for the files that remain.
+    let frames: Vec<_> = set.entries.iter().map(|entry| entry.frame).collect();
+    assert_eq!(frames, [0, 5, 6, 7, 8]);
+}
+
+#[test]
+fn skip_policy_with_nothing_readable_fails() {
+    let folder = tempfile::tempdir().unwrap();
+    std::fs::write(folder.path().join("a.jpg"), b"text").unwrap();
+    std::fs::write(folder.path().join("b.png"), b"").unwrap();
+    let error = ImageSet::load(
+        &[folder.path().to_path_buf()],
+        PlaceRange { start: 0, end: 2 },
+        8,
+        8,
+        UnreadableImages::Skip,
+    )
+    .unwrap_err();
+    assert!(
+        error.to_string().contains("none of the 2 images"),
+        "{error}"
+    );
+}

@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# Kills a real training run with SIGKILL at random moments, resumes it to the end each time, and
+# checks that the final weights and per-epoch losses are identical, bit for bit, to those of an
+# uninterrupted run.
+#
+#   scripts/kill-resume.sh [TRIALS] [DATA_DIR]
+#
+# TRIALS defaults to 10; DATA_DIR holds day_left/, day_right/ and night_right/
+# [default: ../shared/data/gardens_point]. Each trial trains a small model (32×24 images, 8/16/16
+# channels, 6 epochs) on Gardens Point places 0–89, so a trial takes well under a minute on a
+# 2-core CPU. Exits 1 at the first trial that differs.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/env.sh
+
+trials=${1:-10}
+data=${2:-../shared/data/gardens_point}
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+
+cargo build --release --bin allday
+allday="$CARGO_TARGET_DIR/release/allday"
+
+cat > "$work/small.toml" <<EOF
+[data]
+root = "$(cd "$data" && pwd)"
+width = 32
+height = 24
+[model]
+channels = [8, 16, 16]
+[training]
+epochs = 6
+save_every = 1
+EOF
+
+# Prints what must match between runs: the final weights' checksum and the loss columns of
+# metrics.csv (the last column, wall time, differs by nature).
+fingerprint() {
+    local run=$1
+    sha256sum "$run/checkpoints/epoch-000006/vae.bpk" | cut -d' ' -f1
+    sed 's/,[^,]*$//' "$run/metrics.csv"
+}
+
+echo "uninterrupted run"
+"$allday" train --config "$work/small.toml" --out "$work/straight" --no-progress 2>/dev/null
+expected=$(fingerprint "$work/straight")
+started_ns=$(date +%s%N)
+"$allday" train --config "$work/small.toml" --out "$work/timing" --no-progress 2>/dev/null
+duration_ms=$(( ($(date +%s%N) - started_ns) / 1000000 ))
+
+for trial in $(seq 1 "$trials"); do
+    run="$work/trial-$trial"
+    # A random moment within the run's duration, in milliseconds.
+    delay_ms=$(( (RANDOM * 32768 + RANDOM) % duration_ms + 1 ))
+    "$allday" train --config "$work/small.toml" --out "$run" --no-progress 2>/dev/null &
+    pid=$!
+    sleep "$((delay_ms / 1000)).$(printf '%03d' $((delay_ms % 1000)))"
+    kill -KILL "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+
+    resumes=0
+    until [[ -d "$run/checkpoints/epoch-000006" ]]; do
+        if compgen -G "$run/checkpoints/epoch-*" >/dev/null; then
+            "$allday" train --resume "$run" --no-progress 2>/dev/null
+        else
+            # Killed before the first checkpoint: nothing to resume, so start again.
+            rm -rf "$run"
+            "$allday" train --config "$work/small.toml" --out "$run" --no-progress 2>/dev/null
+        fi
+        resumes=$((resumes + 1))
+    done
+
+    if [[ "$(fingerprint "$run")" != "$expected" ]]; then
+        echo "trial $trial: killed after ${delay_ms} ms, resumed $resumes time(s): DIFFERS from the uninterrupted run"
+        diff <(echo "$expected") <(fingerprint "$run") || true
+        exit 1
+    fi
+    echo "trial $trial: killed after ${delay_ms} ms, resumed $resumes time(s): identical"
+done
+echo "$trials passed, 0 failed"
