@@ -33,11 +33,12 @@ epochs = 6
 save_every = 1
 EOF
 
-# Prints what must match between runs: the final weights' checksum and the loss columns of
-# metrics.csv (the last column, wall time, differs by nature).
+# Prints what must match between runs: the fingerprint of the final weights (a SHA-256 of the
+# parameter values, which unlike the file's checksum ignores burn's random parameter ids) and the
+# loss columns of metrics.csv (the last column, wall time, differs by nature).
 fingerprint() {
     local run=$1
-    sha256sum "$run/checkpoints/epoch-000006/vae.bpk" | cut -d' ' -f1
+    grep -o '"vae": "[0-9a-f]*"' "$run/checkpoints/epoch-000006/state.json"
     sed 's/,[^,]*$//' "$run/metrics.csv"
 }
 
@@ -59,22 +60,24 @@ for trial in $(seq 1 "$trials"); do
     wait "$pid" 2>/dev/null || true
 
     resumes=0
+    restarts=0
     until [[ -d "$run/checkpoints/epoch-000006" ]]; do
         if compgen -G "$run/checkpoints/epoch-*" >/dev/null; then
             "$allday" train --resume "$run" --no-progress 2>/dev/null
+            resumes=$((resumes + 1))
         else
             # Killed before the first checkpoint: nothing to resume, so start again.
             rm -rf "$run"
             "$allday" train --config "$work/small.toml" --out "$run" --no-progress 2>/dev/null
+            restarts=$((restarts + 1))
         fi
-        resumes=$((resumes + 1))
     done
 
     if [[ "$(fingerprint "$run")" != "$expected" ]]; then
-        echo "trial $trial: killed after ${delay_ms} ms, resumed $resumes time(s): DIFFERS from the uninterrupted run"
+        echo "trial $trial: killed after ${delay_ms} ms, resumed $resumes, restarted $restarts time(s): DIFFERS from the uninterrupted run"
         diff <(echo "$expected") <(fingerprint "$run") || true
         exit 1
     fi
-    echo "trial $trial: killed after ${delay_ms} ms, resumed $resumes time(s): identical"
+    echo "trial $trial: killed after ${delay_ms} ms, resumed $resumes, restarted $restarts time(s): identical"
 done
 echo "$trials passed, 0 failed"

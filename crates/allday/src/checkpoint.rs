@@ -16,6 +16,7 @@ use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use burn::module::{ModuleVisitor, Param};
 use burn::optim::ModuleOptimizer;
 use burn::prelude::*;
 use burn::store::{BurnpackStore, ModuleSnapshot};
@@ -47,6 +48,10 @@ pub struct CheckpointState {
     pub config: String,
     /// SHA-256 (hex) of each weight file.
     pub sha256: BTreeMap<String, String>,
+    /// SHA-256 (hex) of each network's parameter values in module order, see
+    /// [`weights_fingerprint`]. Unlike the file checksums it does not depend on parameter ids,
+    /// which burn draws at random, so two runs with equal weights have equal fingerprints.
+    pub weights_fingerprint: BTreeMap<String, String>,
 }
 
 /// A checkpoint on disk whose state has been read and checked.
@@ -110,6 +115,29 @@ pub fn model_bytes<M: Module + ModuleSnapshot>(
         })
 }
 
+/// Computes the SHA-256 (hex) of a module's parameter and buffer values, with their shapes, in
+/// module order. It identifies the weights independently of parameter ids.
+pub fn weights_fingerprint<M: Module>(module: &M) -> String {
+    struct Hasher(Sha256);
+    impl ModuleVisitor for Hasher {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            let data = param.val().into_data();
+            for dim in param.val().dims() {
+                self.0.update((dim as u64).to_le_bytes());
+            }
+            self.0.update(data.as_bytes());
+        }
+    }
+    let mut hasher = Hasher(Sha256::new());
+    module.valid().visit(&mut hasher);
+    hasher
+        .0
+        .finalize()
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect()
+}
+
 /// One trained network's files in a checkpoint: its weights and its optimizer's state.
 #[derive(Debug, Clone)]
 pub struct NetworkState {
@@ -117,6 +145,8 @@ pub struct NetworkState {
     pub name: String,
     pub weights: Vec<u8>,
     pub optimizer: Vec<u8>,
+    /// See [`weights_fingerprint`].
+    pub fingerprint: String,
 }
 
 impl NetworkState {
@@ -138,6 +168,7 @@ impl NetworkState {
             name: name.to_string(),
             weights,
             optimizer,
+            fingerprint: weights_fingerprint(module),
         })
     }
 }
@@ -171,7 +202,9 @@ pub fn save(
     std::fs::create_dir(&temporary).map_err(|source| Error::io(&temporary, source))?;
 
     let mut sha256 = BTreeMap::new();
+    let mut weights_fingerprint = BTreeMap::new();
     for network in networks {
+        weights_fingerprint.insert(network.name.clone(), network.fingerprint.clone());
         for (file, bytes) in [
             (weights_file(&network.name), &network.weights),
             (optimizer_file(&network.name), &network.optimizer),
@@ -186,6 +219,7 @@ pub fn save(
         step,
         config: config.to_toml(),
         sha256,
+        weights_fingerprint,
     };
     let json = serde_json::to_vec_pretty(&state).expect("checkpoint state serialises to JSON");
     write_synced(&temporary.join(STATE_FILE), &json)?;
