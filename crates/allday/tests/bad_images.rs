@@ -18,6 +18,26 @@ fn jpeg_bytes(width: u32, height: u32) -> Vec<u8> {
     bytes
 }
 
+/// An 8×8 CMYK JPEG (Adobe APP14 marker) of pure red, as Pillow 13.0 writes it, in hex.
+const CMYK_JPEG_HEX: [&str; 8] = [
+    "ffd8ffee000e41646f626500640000000000ffdb0043000302020302020303030304030304050805050404050a070706",
+    "080c0a0c0c0b0a0b0b0d0e12100d0e110e0b0b1016101113141515150c0f171816141812141514ffc000140800080008",
+    "044311004d11005911004b1100ffc4001f0000010501010101010100000000000000000102030405060708090a0bffc4",
+    "00b5100002010303020403050504040000017d01020300041105122131410613516107227114328191a1082342b1c115",
+    "52d1f02433627282090a161718191a25262728292a3435363738393a434445464748494a535455565758595a63646566",
+    "6768696a737475767778797a838485868788898a92939495969798999aa2a3a4a5a6a7a8a9aab2b3b4b5b6b7b8b9bac2",
+    "c3c4c5c6c7c8c9cad2d3d4d5d6d7d8d9dae1e2e3e4e5e6e7e8e9eaf1f2f3f4f5f6f7f8f9faffda000e0443004d005900",
+    "4b00003f00fd53afcaaafcaaafd53affd9",
+];
+
+fn cmyk_jpeg_bytes() -> Vec<u8> {
+    let hex: String = CMYK_JPEG_HEX.concat();
+    (0..hex.len())
+        .step_by(2)
+        .map(|index| u8::from_str_radix(&hex[index..index + 2], 16).unwrap())
+        .collect()
+}
+
 fn png_bytes(image: image::DynamicImage) -> Vec<u8> {
     let mut bytes = Vec::new();
     image
@@ -60,6 +80,7 @@ fn write_corpus(folder: &Path) -> Vec<&'static str> {
             ))),
         ),
         ("08_png_named_jpg.jpg", good_png.clone()),
+        ("09_cmyk.jpg", cmyk_jpeg_bytes()),
     ];
     for (name, bytes) in &files {
         std::fs::write(folder.join(name), bytes).unwrap();
@@ -104,20 +125,31 @@ fn one_pixel_image_fills_the_target() {
 }
 
 #[test]
+fn cmyk_jpeg_decodes_to_rgb() {
+    let folder = tempfile::tempdir().unwrap();
+    write_corpus(folder.path());
+    let pixels = load_image(&folder.path().join("09_cmyk.jpg"), 8, 8).unwrap();
+    let (red, green, blue) = (pixels[0], pixels[64], pixels[128]);
+    assert!(red > 0.9, "red {red}");
+    assert!(green < 0.1, "green {green}");
+    assert!(blue < 0.1, "blue {blue}");
+}
+
+#[test]
 fn skip_policy_leaves_out_broken_files() {
     let folder = tempfile::tempdir().unwrap();
     let broken = write_corpus(folder.path());
-    let places = PlaceRange { start: 0, end: 9 };
+    let places = PlaceRange { start: 0, end: 10 };
     let folders = [folder.path().to_path_buf()];
 
     let error = ImageSet::load(&folders, places, 8, 8, UnreadableImages::Stop).unwrap_err();
     assert!(error.to_string().contains("01_zero_bytes.png"), "{error}");
 
     let set = ImageSet::load(&folders, places, 8, 8, UnreadableImages::Skip).unwrap();
-    assert_eq!(set.len(), 9 - broken.len());
+    assert_eq!(set.len(), 10 - broken.len());
     // Frame indices are positions in the folder listing, kept for the files that remain.
     let frames: Vec<_> = set.entries.iter().map(|entry| entry.frame).collect();
-    assert_eq!(frames, [0, 5, 6, 7, 8]);
+    assert_eq!(frames, [0, 5, 6, 7, 8, 9]);
 }
 
 #[test]
