@@ -5,7 +5,7 @@
 #
 #   scripts/kill-resume.sh [TRIALS] [DATA_DIR]
 #
-# TRIALS defaults to 10; DATA_DIR holds day_left/, day_right/ and night_right/
+# TRIALS defaults to 10. DATA_DIR contains day_left/, day_right/ and night_right/
 # [default: ../shared/data/gardens_point]. Each trial trains a small model (32×24 images, 8/16/16
 # channels, 6 epochs) on Gardens Point places 0–89, so a trial takes well under a minute on a
 # 2-core CPU. Exits 1 at the first trial that differs.
@@ -33,9 +33,9 @@ epochs = 6
 save_every = 1
 EOF
 
-# Prints what must match between runs: the fingerprint of the final weights (a SHA-256 of the
-# parameter values, which unlike the file's checksum ignores burn's random parameter ids) and the
-# loss columns of metrics.csv (the last column, wall time, differs by nature).
+# Prints what must match between runs. The first line is the fingerprint of the final weights, a
+# SHA-256 of the parameter values that, unlike the file's checksum, ignores burn's random
+# parameter ids. Then come the columns of metrics.csv without the last one, the wall time.
 fingerprint() {
     local run=$1
     grep -o '"vae": "[0-9a-f]*"' "$run/checkpoints/epoch-000006/state.json"
