@@ -280,6 +280,27 @@ fn list(checkpoints: &Path) -> Result<Vec<(usize, PathBuf)>> {
     Ok(found)
 }
 
+/// Estimates the disk space that checkpointing a module needs while `keep` checkpoints are
+/// kept: each checkpoint holds the weights and Adam's two moment estimates (three f32 values
+/// per parameter), and a new checkpoint is complete before the oldest is removed.
+pub fn estimated_checkpoint_bytes<M: Module>(module: &M, keep: usize) -> u64 {
+    let per_checkpoint = 3 * 4 * module.num_params() as u64;
+    per_checkpoint * (keep as u64 + 1)
+}
+
+/// Fails with a clear error when the file system of `dir` has less than `needed` bytes free.
+pub fn check_free_space(dir: &Path, needed: u64) -> Result<()> {
+    let available = fs4::available_space(dir).map_err(|source| Error::io(dir, source))?;
+    if available < needed {
+        return Err(Error::DiskSpace {
+            path: dir.to_path_buf(),
+            needed,
+            available,
+        });
+    }
+    Ok(())
+}
+
 /// Returns whether `run_dir` already contains at least one checkpoint.
 pub fn has_checkpoints(run_dir: &Path) -> Result<bool> {
     Ok(!list(&run_dir.join(CHECKPOINTS_DIR))?.is_empty())
@@ -452,5 +473,40 @@ impl Checkpoint {
                 path: self.path.join(&file),
                 message: error.to_string(),
             })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::default_device;
+    use crate::config::ModelConfig;
+
+    #[test]
+    fn free_space_shortage_names_directory() {
+        let folder = tempfile::tempdir().unwrap();
+        check_free_space(folder.path(), 1).unwrap();
+        let error = check_free_space(folder.path(), u64::MAX).unwrap_err();
+        assert!(matches!(error, Error::DiskSpace { .. }), "{error}");
+        assert!(
+            error
+                .to_string()
+                .contains(&folder.path().display().to_string()),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn checkpoint_estimate_counts_weights_and_moments() {
+        let model = DoubleVae::new(&ModelConfig::default(), &default_device());
+        let parameters = model.num_params() as u64;
+        // Three f32 values per parameter, in three kept checkpoints plus the one being written.
+        assert_eq!(estimated_checkpoint_bytes(&model, 3), 4 * 12 * parameters);
+    }
+
+    #[test]
+    fn shorten_marks_the_cut() {
+        assert_eq!(shorten("abcdef", 3), "abc…");
+        assert_eq!(shorten("abc", 3), "abc");
     }
 }

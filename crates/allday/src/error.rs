@@ -87,6 +87,15 @@ pub enum Error {
     InvalidCheckpoint { path: PathBuf, message: String },
 
     #[error(
+        "not enough disk space for checkpoints in {path}: about {needed} bytes needed, {available} available; free space or choose another --out"
+    )]
+    DiskSpace {
+        path: PathBuf,
+        needed: u64,
+        available: u64,
+    },
+
+    #[error(
         "run directory {path} already contains a training run; resume it with --resume or choose another --out"
     )]
     RunExists { path: PathBuf },

@@ -233,6 +233,13 @@ impl Trainer {
             return Err(batch_too_large(&config, &data));
         }
         std::fs::create_dir_all(run_dir).map_err(|source| Error::io(run_dir, source))?;
+        let device = device.clone().autodiff();
+        device.seed(config.seed);
+        let model = DoubleVae::new(&config.model, &device);
+        checkpoint::check_free_space(
+            run_dir,
+            checkpoint::estimated_checkpoint_bytes(&model, CHECKPOINTS_KEPT),
+        )?;
         let config_path = run_dir.join(CONFIG_FILE);
         std::fs::write(&config_path, config.to_toml())
             .map_err(|source| Error::io(&config_path, source))?;
@@ -240,9 +247,6 @@ impl Trainer {
         std::fs::write(&metrics_path, format!("{METRICS_HEADER}\n"))
             .map_err(|source| Error::io(&metrics_path, source))?;
 
-        let device = device.clone().autodiff();
-        device.seed(config.seed);
-        let model = DoubleVae::new(&config.model, &device);
         Ok(Trainer {
             optimizer: optimizer(&config),
             config,
@@ -301,6 +305,10 @@ impl Trainer {
         let device = device.clone().autodiff();
         let model = checkpoint.load_model(&device)?;
         let optimizer = checkpoint.load_optimizer(checkpoint::VAE, optimizer(&config))?;
+        checkpoint::check_free_space(
+            run_dir,
+            checkpoint::estimated_checkpoint_bytes(&model, CHECKPOINTS_KEPT),
+        )?;
         let epoch = checkpoint.state.epoch;
         tracing::info!(
             "resuming from {} (epoch {epoch}, step {})",
