@@ -9,10 +9,13 @@ use allday::backend::{backend_name, default_device};
 use allday::checkpoint::Checkpoint;
 use allday::config::{Config, PlaceRange};
 use allday::data::{ImageSet, list_images};
-use allday::evaluation::run::{EvaluationSets, evaluate_latent, evaluate_pixels, format_table};
+use allday::evaluation::run::{
+    EvaluationSets, evaluate_latent, evaluate_pixels, evaluate_weighted, format_table,
+};
 use allday::evaluation::{GroundTruth, write_ranked_matches};
 use allday::training::{Trainer, TrainingData};
 use allday::translation::{save_png, translation_grid};
+use allday::weighting::{TripletData, WeightsFile, train_weights};
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
@@ -38,6 +41,28 @@ enum Command {
     Eval(EvalArgs),
     /// Write a PNG of day and night images with their reconstructions and translations.
     Translate(TranslateArgs),
+    /// Learn a weight per channel of the matched encoder layers from labelled triplets of
+    /// training places (stage 2), with the encoders of a trained run frozen.
+    TrainTriplet(TrainTripletArgs),
+}
+
+#[derive(Args, Debug)]
+struct TrainTripletArgs {
+    /// Run directory of a stage-1 training (its newest checkpoint) or one checkpoint directory.
+    #[arg(long, value_name = "PATH")]
+    from: PathBuf,
+    /// Encoder layers matched, counted back from the latent [default: triplet.depth of the run].
+    #[arg(long)]
+    depth: Option<usize>,
+    /// Epochs of triplet training [default: triplet.epochs of the run].
+    #[arg(long)]
+    epochs: Option<usize>,
+    /// Data root holding the domain folders [default: the run's data.root].
+    #[arg(long, value_name = "DIR")]
+    data: Option<PathBuf>,
+    /// Output JSON of the weights [default: channel-weights-dN.json in the run directory].
+    #[arg(long, short, value_name = "FILE")]
+    out: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -101,6 +126,9 @@ struct EvalArgs {
     /// Write the figures as JSON to this file.
     #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
+    /// Channel weights from `allday train-triplet`; adds a weighted row to the table.
+    #[arg(long, value_name = "FILE")]
+    weights: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -131,6 +159,7 @@ fn main() {
         Command::Train(args) => train(args),
         Command::Eval(args) => eval(args),
         Command::Translate(args) => translate(args),
+        Command::TrainTriplet(args) => train_triplet(args),
     };
     if let Err(error) = result {
         eprintln!("error: {}", describe(&error));
@@ -327,6 +356,19 @@ fn eval(args: EvalArgs) -> Result<()> {
     )?;
     ground_truth.check_queries(&sets.queries.entries)?;
     let latent = evaluate_latent(&model, &sets, &ground_truth, &device);
+    let weighted = match &args.weights {
+        Some(path) => {
+            let weights = WeightsFile::load(path)?;
+            Some(evaluate_weighted(
+                &model,
+                &sets,
+                &ground_truth,
+                &weights,
+                &device,
+            ))
+        }
+        None => None,
+    };
     let pixels = evaluate_pixels(&sets, &ground_truth, &device)?;
 
     let tolerance = match &ground_truth {
@@ -340,7 +382,10 @@ fn eval(args: EvalArgs) -> Result<()> {
         queries.display(),
         database.display()
     );
-    print!("{}", format_table(&[latent.clone(), pixels.clone()]));
+    let mut results = vec![latent.clone()];
+    results.extend(weighted.clone());
+    results.push(pixels.clone());
+    print!("{}", format_table(&results));
 
     if let Some(path) = &args.matches {
         write_ranked_matches(
@@ -354,6 +399,10 @@ fn eval(args: EvalArgs) -> Result<()> {
         println!("\nranked matches written to {}", path.display());
     }
     if let Some(path) = &args.json {
+        let methods: serde_json::Map<String, serde_json::Value> = results
+            .iter()
+            .map(|result| (result.name.clone(), serde_json::json!(result.metrics)))
+            .collect();
         let report = serde_json::json!({
             "checkpoint": checkpoint.path,
             "epoch": checkpoint.state.epoch,
@@ -361,10 +410,7 @@ fn eval(args: EvalArgs) -> Result<()> {
             "queries": queries,
             "places": places.to_string(),
             "ground_truth": tolerance,
-            "methods": {
-                latent.name.clone(): latent.metrics,
-                pixels.name.clone(): pixels.metrics,
-            },
+            "methods": methods,
         });
         let text = serde_json::to_string_pretty(&report)?;
         allday::io::write_atomic(path, text.as_bytes())?;
@@ -417,6 +463,70 @@ fn translate(args: TranslateArgs) -> Result<()> {
         args.out.display(),
         day.display(),
         night.display()
+    );
+    Ok(())
+}
+
+fn train_triplet(args: TrainTripletArgs) -> Result<()> {
+    init_logging(None)?;
+    let device = default_device();
+    let checkpoint = Checkpoint::open(&args.from)?;
+    let mut config = checkpoint.config.clone();
+    if let Some(depth) = args.depth {
+        config.triplet.depth = depth;
+    }
+    if let Some(epochs) = args.epochs {
+        config.triplet.epochs = epochs;
+    }
+    if let Some(root) = &args.data {
+        config.data.root = root.clone();
+    }
+    config.validate()?;
+    let out = args.out.clone().unwrap_or_else(|| {
+        // A checkpoint directory sits in RUN_DIR/checkpoints/; the weights go to RUN_DIR.
+        let run_dir = if checkpoint.path == args.from {
+            checkpoint.path.join("../..")
+        } else {
+            args.from.clone()
+        };
+        run_dir.join(format!("channel-weights-d{}.json", config.triplet.depth))
+    });
+
+    let model = checkpoint.load_model(&device)?;
+    let data = TrainingData::load(&config)?;
+    let data = TripletData {
+        train_a: data.train_a,
+        train_b: data.train_b,
+        validation_a: data.validation_a,
+        validation_b: data.validation_b,
+    };
+    tracing::info!(
+        "training channel weights of {} layer(s) on places {} (validation {}), checkpoint {}",
+        config.triplet.depth,
+        config.data.train_places,
+        config.data.validation_places,
+        checkpoint.path.display()
+    );
+    let (weights, history) = train_weights(
+        &model,
+        &data,
+        &config.triplet,
+        config.evaluation.tolerance,
+        config.seed,
+        &device,
+    )?;
+    let file = WeightsFile {
+        depth: config.triplet.depth,
+        weights: weights.values(),
+        config: config.triplet.clone(),
+        history,
+    };
+    file.save(&out)?;
+    println!(
+        "wrote {}; evaluate with `allday eval --run {} --weights {}`",
+        out.display(),
+        args.from.display(),
+        out.display()
     );
     Ok(())
 }

@@ -157,6 +157,47 @@ fn train_eval_translate_end_to_end() {
         (4 * 16 + 5 * 4, 2 * 12 + 3 * 4)
     );
 
+    // Stage 2: channel weights on the frozen encoders, then a weighted row in the table.
+    let output = allday(
+        &[
+            "train-triplet",
+            "--from",
+            "run",
+            "--epochs",
+            "2",
+            "--depth",
+            "2",
+            "--out",
+            "weights.json",
+        ],
+        root,
+    );
+    assert!(
+        output.status.success(),
+        "train-triplet failed: {}",
+        stderr(&output)
+    );
+    let weights: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(root.join("weights.json")).unwrap()).unwrap();
+    assert_eq!(weights["depth"], 2);
+    assert_eq!(
+        weights["weights"][0].as_array().unwrap().len(),
+        8,
+        "latent channels"
+    );
+    assert_eq!(weights["history"].as_array().unwrap().len(), 2);
+    let output = allday(&["eval", "--run", "run", "--weights", "weights.json"], root);
+    assert!(
+        output.status.success(),
+        "weighted eval failed: {}",
+        stderr(&output)
+    );
+    assert!(
+        stdout(&output).contains("allday weighted d2"),
+        "{}",
+        stdout(&output)
+    );
+
     // Resuming a finished run with more epochs continues from epoch 2.
     let output = allday(
         &["train", "--resume", "run", "--epochs", "3", "--no-progress"],

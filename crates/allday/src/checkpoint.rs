@@ -51,6 +51,7 @@ pub struct CheckpointState {
     /// SHA-256 (hex) of each network's parameter values in module order, see
     /// [`weights_fingerprint`]. Unlike the file checksums it does not depend on parameter ids,
     /// which burn draws at random, so two runs with equal weights have equal fingerprints.
+    #[serde(default)]
     pub weights_fingerprint: BTreeMap<String, String>,
 }
 

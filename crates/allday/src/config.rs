@@ -26,6 +26,7 @@ pub struct Config {
     pub optimizer: OptimizerConfig,
     pub training: TrainingConfig,
     pub evaluation: EvaluationConfig,
+    pub triplet: TripletConfig,
 }
 
 /// Source folders of the two image domains and the preparation of their images.
@@ -119,6 +120,40 @@ pub struct TrainingConfig {
     pub save_every: usize,
 }
 
+/// Stage 2: triplet training of per-channel weights on the frozen encoders. Negatives are
+/// images of places more than `evaluation.tolerance` frames from the anchor.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TripletConfig {
+    /// Encoder layers matched, counted back from the latent: 1 matches the latent alone, N the
+    /// latent and the N − 1 layers before it.
+    pub depth: usize,
+    /// Hinge margin, in units of the descriptor distance (which lies in [0, 2] per layer for
+    /// unit weights).
+    pub margin: f64,
+    pub learning_rate: f64,
+    pub epochs: usize,
+    /// Triplets drawn afresh each epoch (and once for validation).
+    pub triplets_per_epoch: usize,
+    pub batch_size: usize,
+    /// Clamp the weights to zero or above after each step, as LPIPS does.
+    pub non_negative: bool,
+}
+
+impl Default for TripletConfig {
+    fn default() -> Self {
+        TripletConfig {
+            depth: 1,
+            margin: 0.1,
+            learning_rate: 1e-2,
+            epochs: 30,
+            triplets_per_epoch: 2048,
+            batch_size: 128,
+            non_negative: true,
+        }
+    }
+}
+
 /// The default retrieval evaluation of `allday eval`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -143,6 +178,7 @@ impl Default for Config {
             optimizer: OptimizerConfig::default(),
             training: TrainingConfig::default(),
             evaluation: EvaluationConfig::default(),
+            triplet: TripletConfig::default(),
         }
     }
 }
@@ -363,6 +399,38 @@ impl Config {
             if !(weight.is_finite() && weight >= 0.0) {
                 return Err(invalid(field, weight, "zero or a positive number"));
             }
+        }
+        let triplet = &self.triplet;
+        let encoder_layers = 3 + model.private_blocks + model.shared_encoder_blocks;
+        if triplet.depth == 0 || triplet.depth > encoder_layers {
+            return Err(invalid(
+                "triplet.depth",
+                triplet.depth,
+                &format!("1 to {encoder_layers}, the number of encoder layers"),
+            ));
+        }
+        for (field, count) in [
+            ("triplet.epochs", triplet.epochs),
+            ("triplet.triplets_per_epoch", triplet.triplets_per_epoch),
+            ("triplet.batch_size", triplet.batch_size),
+        ] {
+            if count == 0 {
+                return Err(invalid(field, 0, "at least 1"));
+            }
+        }
+        if !(triplet.learning_rate.is_finite() && triplet.learning_rate > 0.0) {
+            return Err(invalid(
+                "triplet.learning_rate",
+                triplet.learning_rate,
+                "a positive number",
+            ));
+        }
+        if !(triplet.margin.is_finite() && triplet.margin >= 0.0) {
+            return Err(invalid(
+                "triplet.margin",
+                triplet.margin,
+                "zero or a positive number",
+            ));
         }
         if self.loss.reconstruction == 0.0 && self.loss.cycle == 0.0 {
             return Err(invalid(

@@ -5,7 +5,8 @@
 //! Stage 1 trains a double variational autoencoder in the style of UNIT without labels
 //! ([`model`], [`loss`], [`training`]). Its shared latent space is the place descriptor
 //! ([`retrieval`]), measured by Recall@N and PR-AUC ([`evaluation`]) against a raw-pixel
-//! baseline ([`baseline`]).
+//! baseline ([`baseline`]). Stage 2 learns a weight per latent channel from labelled
+//! triplets of places on the frozen encoders ([`weighting`]).
 
 pub mod backend;
 pub mod baseline;
@@ -20,6 +21,7 @@ pub mod model;
 pub mod retrieval;
 pub mod training;
 pub mod translation;
+pub mod weighting;
 
 pub use config::Config;
 pub use error::{Error, Result};

@@ -76,10 +76,10 @@ pub fn encode_descriptors(
     Tensor::cat(parts, 0)
 }
 
-/// Mean over positions of the L2 distance between unit channel vectors.
+/// Mean over positions of the L2 distance between channel vectors.
 ///
-/// Shapes: `queries` `[q, positions, channels]`, `database` `[d, positions, channels]`, both
-/// normalised by [`per_position_descriptors`].
+/// Shapes: `queries` `[q, positions, channels]`, `database` `[d, positions, channels]`,
+/// usually normalised by [`per_position_descriptors`] and possibly scaled per channel.
 pub fn per_position_distances(queries: Tensor<3>, database: Tensor<3>) -> DistanceMatrix {
     let [query_count, positions, _] = queries.dims();
     let [database_count, database_positions, _] = database.dims();
@@ -87,6 +87,7 @@ pub fn per_position_distances(queries: Tensor<3>, database: Tensor<3>) -> Distan
         positions, database_positions,
         "query and database latents must have the same grid size"
     );
+    let database_norms = database.clone().square().sum_dim(2).permute([1, 2, 0]); // [positions, 1, d]
     let database = database.permute([1, 2, 0]); // [positions, channels, d]
     let mut values = Vec::with_capacity(query_count * database_count);
     for start in (0..query_count).step_by(QUERY_BLOCK) {
@@ -95,11 +96,13 @@ pub fn per_position_distances(queries: Tensor<3>, database: Tensor<3>) -> Distan
             .clone()
             .narrow(0, start, end - start)
             .swap_dims(0, 1); // [positions, b, channels]
+        let block_norms = block.clone().square().sum_dim(2); // [positions, b, 1]
         let dots = block.matmul(database.clone()); // [positions, b, d]
-        // For unit vectors, |u − v|² = 2 − 2 u·v.
+        // |u − v|² = |u|² + |v|² − 2 u·v, which rounding can make slightly negative.
         let distances = dots
             .mul_scalar(-2.0)
-            .add_scalar(2.0)
+            .add(block_norms)
+            .add(database_norms.clone())
             .clamp_min(0.0)
             .add_scalar(EPSILON)
             .sqrt()

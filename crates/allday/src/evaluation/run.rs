@@ -14,6 +14,7 @@ use crate::model::{Domain, DoubleVae};
 use crate::retrieval::{
     DistanceMatrix, cosine_distances, encode_descriptors, per_position_distances,
 };
+use crate::weighting::{ChannelWeights, LayerFeatures, WeightsFile};
 
 /// The N of the reported Recall@N.
 pub const RECALL_AT: [usize; 3] = [1, 5, 10];
@@ -75,6 +76,32 @@ pub fn evaluate_latent(
     );
     MethodResult {
         name: "allday latent".into(),
+        distances,
+        metrics,
+    }
+}
+
+/// Retrieval with learned channel weights over the matched layers (see [`crate::weighting`]).
+pub fn evaluate_weighted(
+    model: &DoubleVae,
+    sets: &EvaluationSets,
+    ground_truth: &GroundTruth,
+    weights: &WeightsFile,
+    device: &Device,
+) -> MethodResult {
+    let database = LayerFeatures::extract(model, Domain::A, &sets.database, weights.depth, device);
+    let queries = LayerFeatures::extract(model, Domain::B, &sets.queries, weights.depth, device);
+    let distances =
+        ChannelWeights::from_values(&weights.weights, device).distances(&queries, &database);
+    let metrics = evaluate(
+        &distances,
+        &sets.queries.entries,
+        &sets.database.entries,
+        ground_truth,
+        &RECALL_AT,
+    );
+    MethodResult {
+        name: format!("allday weighted d{}", weights.depth),
         distances,
         metrics,
     }

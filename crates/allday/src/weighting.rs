@@ -1,0 +1,557 @@
+//! Stage 2: a learned weight per channel of the matched encoder layers, trained with triplets of
+//! labelled places while the encoders stay frozen (as LPIPS learns per-channel weights on top of
+//! a fixed network).
+//!
+//! At one layer the distance between two images is the mean over positions of
+//! ‖w ⊙ (a − b)‖₂, where a and b are the channel vectors at that position, each normalised to
+//! unit length, and w holds the layer's channel weights rescaled to an L2 norm of √channels.
+//! The rescaling keeps the distance's scale fixed: otherwise shrinking every weight would lower
+//! the hinge loss towards the margin without ranking anything better. The distances of the
+//! matched layers are summed. With all weights equal and only the latent matched, this is the
+//! unweighted descriptor distance of [`crate::retrieval`].
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use burn::module::{Module, ModuleMapper, Param};
+use burn::optim::{AdamConfig, GradientsParams};
+use burn::prelude::*;
+use burn::tensor::activation::relu;
+use rand::seq::IndexedRandom;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+use crate::config::TripletConfig;
+use crate::data::{ImageEntry, ImageSet};
+use crate::error::{Error, Result};
+use crate::model::{Domain, DoubleVae};
+use crate::retrieval::{DistanceMatrix, per_position_descriptors, per_position_distances};
+
+/// Images encoded per forward pass when features are extracted.
+const ENCODE_BATCH: usize = 16;
+
+/// Per-position descriptors of a set of images at the matched layers, deepest (latent) first.
+///
+/// Each layer is `[images, positions, channels]` with unit-length channel vectors.
+#[derive(Debug, Clone)]
+pub struct LayerFeatures {
+    pub layers: Vec<Tensor<3>>,
+}
+
+impl LayerFeatures {
+    /// Encodes `images` of `domain` with the frozen model and keeps the last `depth` encoder
+    /// activations (the latent and the `depth − 1` layers before it).
+    pub fn extract(
+        model: &DoubleVae,
+        domain: Domain,
+        images: &ImageSet,
+        depth: usize,
+        device: &Device,
+    ) -> LayerFeatures {
+        let model = model.valid();
+        let indices: Vec<usize> = (0..images.len()).collect();
+        let mut per_layer: Vec<Vec<Tensor<3>>> = vec![Vec::new(); depth];
+        for chunk in indices.chunks(ENCODE_BATCH) {
+            let activations = model.encode_layers(domain, images.batch(chunk, device));
+            for (slot, activation) in activations.into_iter().rev().take(depth).enumerate() {
+                per_layer[slot].push(per_position_descriptors(activation));
+            }
+        }
+        LayerFeatures {
+            layers: per_layer
+                .into_iter()
+                .map(|parts| Tensor::cat(parts, 0))
+                .collect(),
+        }
+    }
+
+    /// Appends the images of `other` after those of `self`, layer by layer.
+    pub fn concat(&self, other: &LayerFeatures) -> LayerFeatures {
+        LayerFeatures {
+            layers: self
+                .layers
+                .iter()
+                .zip(&other.layers)
+                .map(|(a, b)| Tensor::cat(vec![a.clone(), b.clone()], 0))
+                .collect(),
+        }
+    }
+
+    /// Gathers the images at `indices`, layer by layer.
+    pub fn select(&self, indices: &[usize], device: &Device) -> Vec<Tensor<3>> {
+        let indices: Vec<i64> = indices.iter().map(|&index| index as i64).collect();
+        let count = indices.len();
+        let indices = Tensor::<1, Int>::from_data(TensorData::new(indices, [count]), device);
+        self.layers
+            .iter()
+            .map(|layer| layer.clone().select(0, indices.clone()))
+            .collect()
+    }
+
+    /// The channel count of each layer.
+    pub fn channels(&self) -> Vec<usize> {
+        self.layers.iter().map(|layer| layer.dims()[2]).collect()
+    }
+
+    /// Moves the features to `device` (for example to the autodiff device for training).
+    pub fn to_device(&self, device: &Device) -> LayerFeatures {
+        LayerFeatures {
+            layers: self
+                .layers
+                .iter()
+                .map(|layer| layer.clone().to_device(device))
+                .collect(),
+        }
+    }
+}
+
+/// Rescales a layer's weights to an L2 norm of √channels, which leaves all-ones weights as they
+/// are.
+///
+/// `[channels]` → `[1, 1, channels]`, ready to scale `[batch, positions, channels]` features.
+fn scale(weights: Tensor<1>) -> Tensor<3> {
+    let [channels] = weights.dims();
+    let norm = weights.clone().square().sum().sqrt().clamp_min(1e-12); // [1]
+    (weights / norm)
+        .mul_scalar((channels as f64).sqrt())
+        .reshape([1, 1, channels])
+}
+
+/// One weight per channel of each matched layer, deepest first.
+#[derive(Module, Debug)]
+pub struct ChannelWeights {
+    pub layers: Vec<Param<Tensor<1>>>,
+}
+
+impl ChannelWeights {
+    /// Starts from all weights 1, which gives the unweighted distance.
+    pub fn ones(channels: &[usize], device: &Device) -> ChannelWeights {
+        ChannelWeights {
+            layers: channels
+                .iter()
+                .map(|&count| Param::from_tensor(Tensor::ones([count], device)))
+                .collect(),
+        }
+    }
+
+    /// Builds the weights from plain values, one vector per layer.
+    pub fn from_values(values: &[Vec<f32>], device: &Device) -> ChannelWeights {
+        ChannelWeights {
+            layers: values
+                .iter()
+                .map(|layer| {
+                    Param::from_tensor(Tensor::from_data(
+                        TensorData::new(layer.clone(), [layer.len()]),
+                        device,
+                    ))
+                })
+                .collect(),
+        }
+    }
+
+    /// Reads the weights back to the host, one vector per layer.
+    pub fn values(&self) -> Vec<Vec<f32>> {
+        self.layers
+            .iter()
+            .map(|layer| {
+                layer
+                    .val()
+                    .into_data()
+                    .try_to_vec::<f32>()
+                    .expect("weights are f32")
+            })
+            .collect()
+    }
+
+    /// Computes the distance between paired images, summed over layers.
+    ///
+    /// Shapes: each layer of `a` and `b` `[batch, positions, channels]`; returns `[batch]`.
+    pub fn paired_distance(&self, a: &[Tensor<3>], b: &[Tensor<3>]) -> Tensor<1> {
+        let mut total: Option<Tensor<1>> = None;
+        for ((weights, a), b) in self.layers.iter().zip(a).zip(b) {
+            let [batch, _, _] = a.dims();
+            let layer = ((a.clone() - b.clone()) * scale(weights.val()))
+                .square()
+                .sum_dim(2)
+                .add_scalar(1e-12)
+                .sqrt()
+                .mean_dim(1) // [batch, 1, 1]
+                .reshape([batch]);
+            total = Some(match total {
+                Some(sum) => sum + layer,
+                None => layer,
+            });
+        }
+        total.expect("at least one matched layer")
+    }
+
+    /// Computes the weighted distance between every query and every database image, summed
+    /// over layers.
+    pub fn distances(&self, queries: &LayerFeatures, database: &LayerFeatures) -> DistanceMatrix {
+        let mut total: Option<DistanceMatrix> = None;
+        for ((weights, queries), database) in self
+            .layers
+            .iter()
+            .zip(&queries.layers)
+            .zip(&database.layers)
+        {
+            let channels = weights.val().dims()[0];
+            let scale = weights.val().reshape([1, 1, channels]);
+            let layer =
+                per_position_distances(queries.clone() * scale.clone(), database.clone() * scale);
+            total = Some(match total {
+                Some(mut sum) => {
+                    for (value, add) in sum.values.iter_mut().zip(&layer.values) {
+                        *value += add;
+                    }
+                    sum
+                }
+                None => layer,
+            });
+        }
+        total.expect("at least one matched layer")
+    }
+}
+
+/// Keeps every weight at zero or above, keeping parameter ids (so Adam's state stays attached).
+struct ClampNonNegative;
+
+impl ModuleMapper for ClampNonNegative {
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        param.map(|tensor| tensor.clamp_min(0.0).detach().require_grad())
+    }
+}
+
+/// One anchor–positive–negative triplet, as indices into the pooled features (domain A's
+/// images first, then domain B's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Triplet {
+    pub anchor: usize,
+    pub positive: usize,
+    pub negative: usize,
+}
+
+/// Draws triplets: the anchor is a domain-A image of place i, the positive a domain-B image of
+/// the same place, and the negative an image of either domain whose place is more than
+/// `tolerance` frames from i.
+pub fn sample_triplets(
+    domain_a: &[ImageEntry],
+    domain_b: &[ImageEntry],
+    tolerance: usize,
+    count: usize,
+    rng: &mut ChaCha8Rng,
+) -> Result<Vec<Triplet>> {
+    let mut b_by_frame: HashMap<usize, Vec<usize>> = HashMap::new();
+    for (index, entry) in domain_b.iter().enumerate() {
+        b_by_frame.entry(entry.frame).or_default().push(index);
+    }
+    let anchors: Vec<usize> = (0..domain_a.len())
+        .filter(|&index| b_by_frame.contains_key(&domain_a[index].frame))
+        .collect();
+    let pool: Vec<usize> = domain_a
+        .iter()
+        .chain(domain_b)
+        .map(|entry| entry.frame)
+        .collect();
+    if anchors.is_empty() {
+        return Err(Error::InvalidConfig {
+            field: "data.train_places",
+            value: "no shared places".into(),
+            expected: "places with images in both domains to form anchor–positive pairs".into(),
+        });
+    }
+    let mut triplets = Vec::with_capacity(count);
+    let mut attempts = 0;
+    while triplets.len() < count {
+        attempts += 1;
+        if attempts > 100 * count.max(1) {
+            return Err(Error::InvalidConfig {
+                field: "evaluation.tolerance",
+                value: tolerance.to_string(),
+                expected:
+                    "a tolerance that leaves negatives: every image is within it of the anchors"
+                        .into(),
+            });
+        }
+        let anchor = *anchors.choose(rng).expect("anchors is not empty");
+        let frame = domain_a[anchor].frame;
+        let positive = domain_a.len()
+            + *b_by_frame[&frame]
+                .choose(rng)
+                .expect("a listed frame has images");
+        let negative = rng.random_range(0..pool.len());
+        if pool[negative].abs_diff(frame) <= tolerance {
+            continue;
+        }
+        triplets.push(Triplet {
+            anchor,
+            positive,
+            negative,
+        });
+    }
+    Ok(triplets)
+}
+
+/// Mean hinge loss max(0, margin + d(a, p) − d(a, n)) and the share of satisfied triplets
+/// (d(a, p) < d(a, n)).
+pub fn triplet_loss(
+    weights: &ChannelWeights,
+    pool: &LayerFeatures,
+    triplets: &[Triplet],
+    margin: f64,
+    device: &Device,
+) -> (Tensor<1>, f64) {
+    let pick =
+        |field: fn(&Triplet) -> usize| -> Vec<usize> { triplets.iter().map(field).collect() };
+    let anchors = pool.select(&pick(|t| t.anchor), device);
+    let positives = pool.select(&pick(|t| t.positive), device);
+    let negatives = pool.select(&pick(|t| t.negative), device);
+    let positive = weights.paired_distance(&anchors, &positives);
+    let negative = weights.paired_distance(&anchors, &negatives);
+    let satisfied = positive
+        .clone()
+        .lower(negative.clone())
+        .int()
+        .sum()
+        .into_scalar::<i64>() as f64
+        / triplets.len().max(1) as f64;
+    let loss = relu((positive - negative).add_scalar(margin)).mean();
+    (loss, satisfied)
+}
+
+/// Losses of one epoch of triplet training.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct TripletEpoch {
+    pub epoch: usize,
+    pub train_loss: f64,
+    pub validation_loss: f64,
+    pub validation_satisfied: f64,
+}
+
+/// Features of the training and validation places of both domains.
+pub struct TripletData {
+    pub train_a: ImageSet,
+    pub train_b: ImageSet,
+    pub validation_a: ImageSet,
+    pub validation_b: ImageSet,
+}
+
+/// Trains channel weights on frozen encoder features and returns them with the per-epoch
+/// losses. Validation triplets are drawn once, so their loss is comparable across epochs.
+pub fn train_weights(
+    model: &DoubleVae,
+    data: &TripletData,
+    config: &TripletConfig,
+    tolerance: usize,
+    seed: u64,
+    device: &Device,
+) -> Result<(ChannelWeights, Vec<TripletEpoch>)> {
+    let autodiff = device.clone().autodiff();
+    let extract = |domain, images: &ImageSet| {
+        LayerFeatures::extract(model, domain, images, config.depth, device)
+    };
+    let train_pool = extract(Domain::A, &data.train_a)
+        .concat(&extract(Domain::B, &data.train_b))
+        .to_device(&autodiff);
+    let validation_pool =
+        extract(Domain::A, &data.validation_a).concat(&extract(Domain::B, &data.validation_b));
+
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let validation_triplets = sample_triplets(
+        &data.validation_a.entries,
+        &data.validation_b.entries,
+        tolerance,
+        config.triplets_per_epoch,
+        &mut rng,
+    )?;
+
+    let mut weights = ChannelWeights::ones(&train_pool.channels(), &autodiff);
+    let mut optimizer = AdamConfig::new().init();
+    let mut history = Vec::with_capacity(config.epochs);
+    for epoch in 1..=config.epochs {
+        let triplets = sample_triplets(
+            &data.train_a.entries,
+            &data.train_b.entries,
+            tolerance,
+            config.triplets_per_epoch,
+            &mut rng,
+        )?;
+        let mut loss_sum = 0.0;
+        let mut batches = 0;
+        for batch in triplets.chunks(config.batch_size) {
+            let (loss, _) = triplet_loss(&weights, &train_pool, batch, config.margin, &autodiff);
+            loss_sum += f64::from(loss.clone().into_scalar::<f32>());
+            batches += 1;
+            let gradients = GradientsParams::from_grads(loss.backward(), &weights);
+            weights = optimizer.step(config.learning_rate, weights, gradients);
+            if config.non_negative {
+                weights = weights.map(&mut ClampNonNegative);
+            }
+        }
+        let (validation_loss, validation_satisfied) = triplet_loss(
+            &weights.valid(),
+            &validation_pool,
+            &validation_triplets,
+            config.margin,
+            device,
+        );
+        let record = TripletEpoch {
+            epoch,
+            train_loss: loss_sum / batches.max(1) as f64,
+            validation_loss: f64::from(validation_loss.into_scalar::<f32>()),
+            validation_satisfied,
+        };
+        tracing::info!(
+            "triplet epoch {epoch}/{}: train loss {:.4}, validation loss {:.4}, satisfied {:.1} %",
+            config.epochs,
+            record.train_loss,
+            record.validation_loss,
+            100.0 * record.validation_satisfied
+        );
+        history.push(record);
+    }
+    Ok((weights.valid(), history))
+}
+
+/// Learned weights as written to disk, with the settings that produced them.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WeightsFile {
+    /// Matched layers, counted back from the latent.
+    pub depth: usize,
+    /// One vector per layer, deepest (latent) first.
+    pub weights: Vec<Vec<f32>>,
+    pub config: TripletConfig,
+    pub history: Vec<TripletEpoch>,
+}
+
+impl WeightsFile {
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let text = serde_json::to_string_pretty(self).expect("weights serialise to JSON");
+        crate::io::write_atomic(path, text.as_bytes())
+    }
+
+    pub fn load(path: &Path) -> Result<WeightsFile> {
+        let text = std::fs::read_to_string(path).map_err(|source| Error::io(path, source))?;
+        let file: WeightsFile =
+            serde_json::from_str(&text).map_err(|error| Error::InvalidCheckpoint {
+                path: path.to_path_buf(),
+                message: error.to_string(),
+            })?;
+        if file.weights.len() != file.depth || file.depth == 0 {
+            return Err(Error::InvalidCheckpoint {
+                path: path.to_path_buf(),
+                message: format!(
+                    "{} weight vectors for depth {}",
+                    file.weights.len(),
+                    file.depth
+                ),
+            });
+        }
+        Ok(file)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::default_device;
+    use std::path::PathBuf;
+
+    fn entries(frames: &[usize]) -> Vec<ImageEntry> {
+        frames
+            .iter()
+            .map(|&frame| ImageEntry {
+                path: PathBuf::from(format!("{frame}.png")),
+                frame,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn paired_distance_by_hand() {
+        let device = default_device();
+        // One pair, one layer, 2 positions, 2 channels: a = (1, 0), (0, 1); b = (0, 1), (0, 1).
+        let a = Tensor::<3>::from_data(
+            TensorData::new(vec![1.0f32, 0.0, 0.0, 1.0], [1, 2, 2]),
+            &device,
+        );
+        let b = Tensor::<3>::from_data(
+            TensorData::new(vec![0.0f32, 1.0, 0.0, 1.0], [1, 2, 2]),
+            &device,
+        );
+        // Weights (3, 4) rescale to (3, 4)·√2/5. Position 0 differs by (1, −1), so its distance
+        // is ‖(3, −4)‖·√2/5 = √2; position 1 is equal. The mean is √2/2.
+        let weights = ChannelWeights::from_values(&[vec![3.0, 4.0]], &device);
+        let distance = weights
+            .paired_distance(std::slice::from_ref(&a), std::slice::from_ref(&b))
+            .into_scalar::<f32>();
+        assert!((distance - 0.5f32.sqrt()).abs() < 1e-4, "{distance}");
+
+        // Scaling all weights leaves the distance unchanged.
+        let scaled = ChannelWeights::from_values(&[vec![30.0, 40.0]], &device);
+        let same = scaled.paired_distance(&[a], &[b]).into_scalar::<f32>();
+        assert!((same - distance).abs() < 1e-5, "{same}");
+    }
+
+    #[test]
+    fn unit_weights_match_unweighted_distances() {
+        let device = default_device();
+        let features = |seed: f64| {
+            let latent = Tensor::<4>::random(
+                [3, 4, 2, 2],
+                burn::tensor::Distribution::Normal(seed, 1.0),
+                &device,
+            );
+            LayerFeatures {
+                layers: vec![per_position_descriptors(latent)],
+            }
+        };
+        let (queries, database) = (features(0.0), features(0.5));
+        let weighted = ChannelWeights::ones(&[4], &device).distances(&queries, &database);
+        let plain = per_position_distances(queries.layers[0].clone(), database.layers[0].clone());
+        for (a, b) in weighted.values.iter().zip(&plain.values) {
+            assert!((a - b).abs() < 1e-5);
+        }
+    }
+
+    #[test]
+    fn negatives_lie_outside_tolerance() {
+        let day = entries(&[0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9]);
+        let night = entries(&[0, 1, 2, 3, 4, 5, 6, 7, 8, 9]);
+        let mut rng = ChaCha8Rng::seed_from_u64(3);
+        let triplets = sample_triplets(&day, &night, 2, 500, &mut rng).unwrap();
+        let frame = |index: usize| {
+            if index < day.len() {
+                day[index].frame
+            } else {
+                night[index - day.len()].frame
+            }
+        };
+        for triplet in triplets {
+            assert!(triplet.anchor < day.len());
+            assert!(triplet.positive >= day.len());
+            assert_eq!(frame(triplet.anchor), frame(triplet.positive));
+            assert!(frame(triplet.negative).abs_diff(frame(triplet.anchor)) > 2);
+        }
+    }
+
+    #[test]
+    fn tolerance_covering_everything_rejected() {
+        let day = entries(&[0, 1, 2]);
+        let night = entries(&[0, 1, 2]);
+        let mut rng = ChaCha8Rng::seed_from_u64(3);
+        let error = sample_triplets(&day, &night, 5, 10, &mut rng).unwrap_err();
+        assert!(error.to_string().contains("tolerance"), "{error}");
+    }
+
+    #[test]
+    fn clamp_keeps_weights_non_negative() {
+        let device = default_device().autodiff();
+        let weights = ChannelWeights::from_values(&[vec![-1.0, 2.0]], &device);
+        let id = weights.layers[0].id;
+        let clamped = weights.map(&mut ClampNonNegative);
+        assert_eq!(clamped.values(), [vec![0.0, 2.0]]);
+        assert_eq!(clamped.layers[0].id, id);
+    }
+}
