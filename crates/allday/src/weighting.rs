@@ -4,7 +4,7 @@
 //!
 //! At one layer the distance between two images is the mean over positions of
 //! ‖w ⊙ (a − b)‖₂, where a and b are the channel vectors at that position, each normalised to
-//! unit length, and w holds the layer's channel weights rescaled to an L2 norm of √channels.
+//! unit length, and w is the layer's channel weights rescaled to an L2 norm of √channels.
 //! The rescaling keeps the distance's scale fixed: otherwise shrinking every weight would lower
 //! the hinge loss towards the margin without ranking anything better. The distances of the
 //! matched layers are summed. With all weights equal and only the latent matched, this is the
@@ -89,7 +89,7 @@ impl LayerFeatures {
             .collect()
     }
 
-    /// The channel count of each layer.
+    /// Returns the channel count of each layer.
     pub fn channels(&self) -> Vec<usize> {
         self.layers.iter().map(|layer| layer.dims()[2]).collect()
     }
