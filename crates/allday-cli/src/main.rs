@@ -445,6 +445,16 @@ fn translate(args: TranslateArgs) -> Result<()> {
             )
         }
     };
+    let is_png = args
+        .out
+        .extension()
+        .is_some_and(|extension| extension.eq_ignore_ascii_case("png"));
+    if !is_png {
+        bail!(
+            "--out {} must end in .png, the format written",
+            args.out.display()
+        );
+    }
     let images = ImageSet::from_files(
         &[day.clone(), night.clone()],
         config.data.width,

@@ -268,9 +268,22 @@ impl Config {
 
     /// Parses and validates TOML text; `origin` names the source in error messages.
     pub fn from_toml(text: &str, origin: &Path) -> Result<Config> {
-        let config: Config = toml::from_str(text).map_err(|error| Error::ConfigParse {
-            path: origin.to_path_buf(),
-            message: error.to_string().trim_end().replace('\n', " "),
+        let config: Config = toml::from_str(text).map_err(|error| {
+            // One line: the position from the span, then the parser's message.
+            let position = error.span().map(|span| {
+                let before = &text[..span.start.min(text.len())];
+                let line = before.matches('\n').count() + 1;
+                let column = before.len() - before.rfind('\n').map_or(0, |index| index + 1) + 1;
+                format!("line {line}, column {column}: ")
+            });
+            Error::ConfigParse {
+                path: origin.to_path_buf(),
+                message: format!(
+                    "{}{}",
+                    position.unwrap_or_default(),
+                    error.message().trim_end().replace('\n', " ")
+                ),
+            }
         })?;
         config.validate()?;
         Ok(config)
@@ -533,6 +546,15 @@ mod tests {
         let message = error.to_string();
         assert!(message.contains("run.toml"), "{message}");
         assert!(message.contains("epoch"), "{message}");
+    }
+
+    #[test]
+    fn wrong_type_names_line_and_column() {
+        let text = "seed = 1\n[training]\nepochs = \"many\"\n";
+        let error = Config::from_toml(text, Path::new("run.toml")).unwrap_err();
+        let message = error.to_string();
+        assert!(message.contains("line 3, column 10"), "{message}");
+        assert!(!message.contains('\n'), "{message}");
     }
 
     #[test]
