@@ -558,6 +558,35 @@ mod tests {
     }
 
     #[test]
+    fn impossible_values_name_their_field() {
+        let cases = [
+            ("[data]\nheight = 0\n", "data.height"),
+            ("[training]\nbatch_size = 0\n", "training.batch_size"),
+            ("[training]\nepochs = 0\n", "training.epochs"),
+            ("[training]\nsave_every = 0\n", "training.save_every"),
+            (
+                "[optimizer]\nlearning_rate = -1.0\n",
+                "optimizer.learning_rate",
+            ),
+            ("[optimizer]\nbeta1 = 1.0\n", "optimizer.beta1"),
+            ("[model]\nchannels = [8, 16, 30]\n", "model.channels"),
+            (
+                "[loss]\nreconstruction = 0.0\ncycle = 0.0\n",
+                "loss.reconstruction",
+            ),
+            ("[triplet]\ndepth = 99\n", "triplet.depth"),
+            (
+                "[data]\nvalidation_places = \"50..95\"\n",
+                "data.validation_places",
+            ),
+        ];
+        for (text, field) in cases {
+            let error = Config::from_toml(text, Path::new("inline")).unwrap_err();
+            assert!(error.to_string().contains(field), "{text}: {error}");
+        }
+    }
+
+    #[test]
     fn width_not_divisible_by_four_rejected() {
         let error = Config::from_toml("[data]\nwidth = 66\n", Path::new("inline")).unwrap_err();
         assert!(error.to_string().contains("data.width"), "{error}");

@@ -224,6 +224,33 @@ fn damaged_checkpoint_is_skipped_for_the_previous_one() {
 }
 
 #[test]
+fn interrupted_save_leaves_no_checkpoint() {
+    let folder = tempfile::tempdir().unwrap();
+    let mut config = tiny_config(folder.path());
+    config.training.epochs = 1;
+    let run = folder.path().join("run");
+    let data = TrainingData::load(&config).unwrap();
+    let mut trainer = Trainer::new(config, &run, &default_device(), data)
+        .unwrap()
+        .with_progress(false);
+    trainer.run().unwrap();
+
+    // What a process killed while writing epoch 2 leaves: a temporary directory with part of
+    // the files. It is not a checkpoint, and the next save removes it.
+    let leftover = run.join("checkpoints/.epoch-000002.tmp-99999");
+    std::fs::create_dir_all(&leftover).unwrap();
+    std::fs::write(leftover.join("vae.bpk"), b"partial").unwrap();
+    assert_eq!(Checkpoint::open(&run).unwrap().state.epoch, 1);
+
+    let mut resumed = Trainer::resume(&run, &default_device(), Some(2), None)
+        .unwrap()
+        .with_progress(false);
+    resumed.run().unwrap();
+    assert!(!leftover.exists());
+    assert_eq!(Checkpoint::open(&run).unwrap().state.epoch, 2);
+}
+
+#[test]
 fn resume_needs_intact_optimizer_state() {
     let folder = tempfile::tempdir().unwrap();
     let mut config = tiny_config(folder.path());
