@@ -19,7 +19,10 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
 cargo build --release --bin allday
-allday="$CARGO_TARGET_DIR/release/allday"
+# A copy, so that a build from another checkout into the shared target directory cannot swap
+# the binary during the trials.
+allday="$work/allday"
+cp "$CARGO_TARGET_DIR/release/allday" "$allday"
 
 cat > "$work/small.toml" <<EOF
 [data]

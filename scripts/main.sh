@@ -21,13 +21,16 @@ if [[ $# -gt 0 ]]; then
 fi
 
 run_dir=runs/quick
-cargo build --release --bin allday
-allday="$CARGO_TARGET_DIR/release/allday"
+# `cargo run` builds this clone's code first, so a binary that another checkout built into the
+# shared target directory is never used by mistake.
+allday() {
+    cargo run --release --quiet --bin allday -- "$@"
+}
 
 if compgen -G "$run_dir/checkpoints/epoch-*" >/dev/null; then
-    "$allday" train --resume "$run_dir" "${data_args[@]}"
+    allday train --resume "$run_dir" "${data_args[@]}"
 else
-    "$allday" train --config configs/quick.toml --out "$run_dir" "${data_args[@]}"
+    allday train --config configs/quick.toml --out "$run_dir" "${data_args[@]}"
 fi
-"$allday" eval --run "$run_dir" "${data_args[@]}" --matches "$run_dir/matches.csv" --json "$run_dir/eval.json"
-"$allday" translate --run "$run_dir" "${data_args[@]}" --out "$run_dir/translation.png"
+allday eval --run "$run_dir" "${data_args[@]}" --matches "$run_dir/matches.csv" --json "$run_dir/eval.json"
+allday translate --run "$run_dir" "${data_args[@]}" --out "$run_dir/translation.png"

@@ -117,8 +117,9 @@ struct EvalArgs {
     /// A database image within this many frames of the query is a true match.
     #[arg(long)]
     tolerance: Option<usize>,
-    /// CSV of `query,match[,match…]` pairs to use instead of frame tolerance.
-    #[arg(long, value_name = "CSV")]
+    /// CSV of `query,match[,match…]` rows, paths relative to the CSV's folder, to use instead
+    /// of frame tolerance. A first row whose first field is `query` is a header.
+    #[arg(long, value_name = "CSV", conflicts_with = "tolerance")]
     ground_truth: Option<PathBuf>,
     /// Write the 10 nearest database images of every query to this CSV.
     #[arg(long, value_name = "CSV")]
@@ -304,6 +305,12 @@ fn train(args: TrainArgs) -> Result<()> {
         trainer.steps_per_epoch(),
         trainer_config.training.batch_size
     );
+    if trainer.epoch() >= trainer_config.training.epochs {
+        tracing::info!(
+            "the run has already trained all {} epochs; pass --epochs with a larger number to train further",
+            trainer_config.training.epochs
+        );
+    }
     trainer = trainer.with_progress(!args.no_progress);
     let started = std::time::Instant::now();
     trainer.run()?;
@@ -414,6 +421,7 @@ fn eval(args: EvalArgs) -> Result<()> {
         });
         let text = serde_json::to_string_pretty(&report)?;
         allday::io::write_atomic(path, text.as_bytes())?;
+        println!("figures written to {}", path.display());
     }
     Ok(())
 }

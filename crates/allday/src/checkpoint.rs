@@ -375,7 +375,14 @@ impl Checkpoint {
                 ),
             });
         }
-        let config = Config::from_toml(&state.config, &state_path)?;
+        let config = Config::from_toml(&state.config, &state_path).map_err(|error| {
+            Error::InvalidCheckpoint {
+                path: state_path.clone(),
+                message: format!(
+                    "its config cannot be read by this version of allday ({error}); it was probably written by another version"
+                ),
+            }
+        })?;
         Ok(Checkpoint {
             path: path.to_path_buf(),
             state,

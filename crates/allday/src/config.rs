@@ -530,6 +530,19 @@ mod tests {
     }
 
     #[test]
+    fn shipped_configs_parse() {
+        let configs = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs");
+        let reference = Config::load(&configs.join("reference.toml")).unwrap();
+        assert_eq!(
+            reference,
+            Config::default(),
+            "reference.toml lists every default"
+        );
+        let quick = Config::load(&configs.join("quick.toml")).unwrap();
+        assert_eq!(quick.model.channels, [16, 32, 64]);
+    }
+
+    #[test]
     fn partial_file_keeps_other_defaults() {
         let text = "[training]\nepochs = 3\n[data]\nwidth = 64\n";
         let config = Config::from_toml(text, Path::new("inline")).unwrap();
