@@ -1,11 +1,12 @@
 //! Choice of the compute device from the enabled cargo features.
 //!
-//! One model code runs on every backend; the feature picks which one `default_device` returns:
-//! `cuda` (NVIDIA GPU) before `tch` (libtorch, CPU) before `flex` (pure-Rust CPU, the default).
+//! One model code runs on every backend, and the features pick the one that `default_device`
+//! returns: `cuda` (NVIDIA GPU) before `tch` (libtorch, CPU) before `flex` (pure-Rust CPU, the
+//! default).
 
 use burn::prelude::Device;
 
-/// The device of the fastest enabled backend, without autodiff.
+/// Returns the device of the fastest enabled backend, without autodiff.
 pub fn default_device() -> Device {
     #[cfg(feature = "cuda")]
     {
@@ -25,7 +26,7 @@ pub fn default_device() -> Device {
     }
 }
 
-/// A short name of the backend that `default_device` uses, for logs and reports.
+/// Returns a short name of the backend that `default_device` uses, for logs and reports.
 pub fn backend_name() -> &'static str {
     if cfg!(feature = "cuda") {
         "cuda"

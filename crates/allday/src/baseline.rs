@@ -13,7 +13,7 @@ use crate::error::Result;
 pub const PIXEL_WIDTH: u32 = 32;
 pub const PIXEL_HEIGHT: u32 = 24;
 
-/// The standardised 32×24 grey thumbnail of one image, row-major.
+/// Computes the standardised 32×24 grey thumbnail of one image, row-major.
 pub fn pixel_descriptor(path: &std::path::Path) -> Result<Vec<f32>> {
     let image = decode_image(path)?;
     let grey = image::imageops::resize(

@@ -282,7 +282,7 @@ fn list(checkpoints: &Path) -> Result<Vec<(usize, PathBuf)>> {
 }
 
 /// Estimates the disk space that checkpointing a module needs while `keep` checkpoints are
-/// kept: each checkpoint holds the weights and Adam's two moment estimates (three f32 values
+/// kept: each checkpoint contains the weights and Adam's two moment estimates (three f32 values
 /// per parameter), and a new checkpoint is complete before the oldest is removed.
 pub fn estimated_checkpoint_bytes<M: Module>(module: &M, keep: usize) -> u64 {
     let per_checkpoint = 3 * 4 * module.num_params() as u64;

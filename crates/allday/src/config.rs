@@ -48,7 +48,7 @@ pub struct DataConfig {
     /// Places used for the per-epoch validation reconstruction. They must not overlap the
     /// training places nor the evaluation places.
     pub validation_places: PlaceRange,
-    /// What to do with an image that cannot be decoded: `"stop"` with an error naming it, or
+    /// Policy for an image that cannot be decoded: `"stop"` with an error naming it, or
     /// `"skip"` it with a warning.
     pub unreadable_images: UnreadableImages,
 }

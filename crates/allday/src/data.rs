@@ -53,7 +53,8 @@ pub fn list_images(folder: &Path) -> Result<Vec<PathBuf>> {
 // TODO: make the limit a config field.
 pub const MAX_IMAGE_PIXELS: u64 = 100_000_000;
 
-/// Decodes an image file, whatever its extension says, and applies its EXIF orientation.
+/// Decodes an image file in the format its content shows, whatever its extension, and applies
+/// its EXIF orientation.
 pub fn decode_image(path: &Path) -> Result<DynamicImage> {
     let image_error = |source| Error::Image {
         path: path.to_path_buf(),
@@ -156,7 +157,7 @@ pub fn load_image(path: &Path, width: usize, height: usize) -> Result<Vec<f32>> 
     Ok(pixels)
 }
 
-/// What loading does with an image that cannot be decoded.
+/// Policy for an image that cannot be decoded while a set is loaded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum UnreadableImages {
@@ -187,7 +188,7 @@ pub struct ImageSet {
 impl ImageSet {
     /// Loads the images of the given folders whose frame index lies in `places`, decoding in
     /// parallel. An image that cannot be decoded stops the load or, with
-    /// [`UnreadableImages::Skip`], is left out with a warning that names it; the frame indices
+    /// [`UnreadableImages::Skip`], is left out with a warning that names it. The frame indices
     /// of the other images do not change.
     pub fn load(
         folders: &[PathBuf],
@@ -349,7 +350,7 @@ mod tests {
 
     #[test]
     fn exif_orientation_applied() {
-        // A 4×2 JPEG whose EXIF orientation 6 says "rotate 90° clockwise to display".
+        // A 4×2 JPEG whose EXIF orientation 6 means "rotate 90° clockwise to display".
         let folder = tempfile::tempdir().unwrap();
         let path = folder.path().join("rotated.jpg");
         let image = image::RgbImage::from_pixel(4, 2, image::Rgb([200, 200, 200]));
