@@ -56,6 +56,29 @@ pub struct MethodResult {
     pub metrics: RetrievalMetrics,
 }
 
+impl MethodResult {
+    /// Measures Recall@1/5/10 and PR-AUC of a distance matrix over `sets`.
+    fn new(
+        name: String,
+        distances: DistanceMatrix,
+        sets: &EvaluationSets,
+        ground_truth: &GroundTruth,
+    ) -> Self {
+        let metrics = evaluate(
+            &distances,
+            &sets.queries.entries,
+            &sets.database.entries,
+            ground_truth,
+            &RECALL_AT,
+        );
+        MethodResult {
+            name,
+            distances,
+            metrics,
+        }
+    }
+}
+
 /// Retrieval with the model: database encoded by the domain-A encoder, queries by the domain-B
 /// encoder, compared position by position.
 pub fn evaluate_latent(
@@ -67,18 +90,7 @@ pub fn evaluate_latent(
     let database = encode_descriptors(model, Domain::A, &sets.database, ENCODE_BATCH, device);
     let queries = encode_descriptors(model, Domain::B, &sets.queries, ENCODE_BATCH, device);
     let distances = per_position_distances(queries, database);
-    let metrics = evaluate(
-        &distances,
-        &sets.queries.entries,
-        &sets.database.entries,
-        ground_truth,
-        &RECALL_AT,
-    );
-    MethodResult {
-        name: "allday latent".into(),
-        distances,
-        metrics,
-    }
+    MethodResult::new("allday latent".into(), distances, sets, ground_truth)
 }
 
 /// Retrieval with learned channel weights over the matched layers (see [`crate::weighting`]).
@@ -116,18 +128,12 @@ pub fn evaluate_pixels(
     let database = pixel_descriptors(&sets.database.entries, device)?;
     let queries = pixel_descriptors(&sets.queries.entries, device)?;
     let distances = cosine_distances(queries, database);
-    let metrics = evaluate(
-        &distances,
-        &sets.queries.entries,
-        &sets.database.entries,
-        ground_truth,
-        &RECALL_AT,
-    );
-    Ok(MethodResult {
-        name: "raw pixels 32x24".into(),
+    Ok(MethodResult::new(
+        "raw pixels 32x24".into(),
         distances,
-        metrics,
-    })
+        sets,
+        ground_truth,
+    ))
 }
 
 /// Formats results as an aligned text table, one method per row.
