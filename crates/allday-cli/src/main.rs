@@ -359,7 +359,7 @@ fn eval(args: EvalArgs) -> Result<()> {
         places,
         config.data.width,
         config.data.height,
-        config.data.unreadable_images,
+        config.data.load_options(),
     )?;
     ground_truth.check_queries(&sets.queries.entries)?;
     let latent = evaluate_latent(&model, &sets, &ground_truth, &device);

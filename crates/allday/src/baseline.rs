@@ -14,8 +14,8 @@ pub const PIXEL_WIDTH: u32 = 32;
 pub const PIXEL_HEIGHT: u32 = 24;
 
 /// Computes the standardised 32×24 grey thumbnail of one image, row-major.
-pub fn pixel_descriptor(path: &std::path::Path) -> Result<Vec<f32>> {
-    let image = decode_image(path)?;
+pub fn pixel_descriptor(path: &std::path::Path, max_pixels: u64) -> Result<Vec<f32>> {
+    let image = decode_image(path, max_pixels)?;
     let grey = image::imageops::resize(
         &image.to_luma8(),
         PIXEL_WIDTH,
@@ -41,10 +41,14 @@ pub fn pixel_descriptor(path: &std::path::Path) -> Result<Vec<f32>> {
 /// Pixel descriptors of several images, decoded in parallel.
 ///
 /// Returns `[images, 32·24]`.
-pub fn pixel_descriptors(entries: &[ImageEntry], device: &Device) -> Result<Tensor<2>> {
+pub fn pixel_descriptors(
+    entries: &[ImageEntry],
+    max_pixels: u64,
+    device: &Device,
+) -> Result<Tensor<2>> {
     let rows: Vec<Vec<f32>> = entries
         .par_iter()
-        .map(|entry| pixel_descriptor(&entry.path))
+        .map(|entry| pixel_descriptor(&entry.path, max_pixels))
         .collect::<Result<_>>()?;
     let dims = (PIXEL_WIDTH * PIXEL_HEIGHT) as usize;
     Ok(Tensor::from_data(
@@ -66,7 +70,7 @@ mod tests {
         })
         .save(&path)
         .unwrap();
-        let descriptor = pixel_descriptor(&path).unwrap();
+        let descriptor = pixel_descriptor(&path, crate::data::DEFAULT_MAX_IMAGE_PIXELS).unwrap();
         assert_eq!(descriptor.len(), 32 * 24);
         let mean = descriptor.iter().sum::<f32>() / descriptor.len() as f32;
         let variance = descriptor

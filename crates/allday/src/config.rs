@@ -11,7 +11,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::data::UnreadableImages;
+use crate::data::{DEFAULT_MAX_IMAGE_PIXELS, LoadOptions, UnreadableImages};
 use crate::error::{Error, Result};
 
 /// The whole configuration of a training run and of its default evaluation.
@@ -51,6 +51,19 @@ pub struct DataConfig {
     /// Policy for an image that cannot be decoded: `"stop"` with an error naming it, or
     /// `"skip"` it with a warning.
     pub unreadable_images: UnreadableImages,
+    /// Largest image accepted, in pixels (width × height), read from the file header before
+    /// decoding; larger files count as unreadable.
+    pub max_image_pixels: u64,
+}
+
+impl DataConfig {
+    /// The options that image sets of this config are loaded with.
+    pub fn load_options(&self) -> LoadOptions {
+        LoadOptions {
+            unreadable: self.unreadable_images,
+            max_pixels: self.max_image_pixels,
+        }
+    }
 }
 
 /// Layer sizes of the double VAE.
@@ -197,6 +210,7 @@ impl Default for DataConfig {
                 end: 100,
             },
             unreadable_images: UnreadableImages::Stop,
+            max_image_pixels: DEFAULT_MAX_IMAGE_PIXELS,
         }
     }
 }
@@ -317,6 +331,13 @@ impl Config {
                 "data.height",
                 data.height,
                 "a positive multiple of 4 (the latent is at 1/4 resolution)",
+            ));
+        }
+        if data.max_image_pixels == 0 {
+            return Err(invalid(
+                "data.max_image_pixels",
+                0,
+                "a positive number of pixels",
             ));
         }
         if data.domain_a.is_empty() {

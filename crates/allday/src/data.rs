@@ -48,14 +48,31 @@ pub fn list_images(folder: &Path) -> Result<Vec<PathBuf>> {
     Ok(images)
 }
 
-/// Largest image accepted, in pixels (width × height), checked from the file header before
-/// decoding so that a crafted header cannot make the decoder allocate gigabytes.
-// TODO: make the limit a config field.
-pub const MAX_IMAGE_PIXELS: u64 = 100_000_000;
+/// Default of the largest image accepted, in pixels (width × height). The limit is checked from
+/// the file header before decoding, so that a crafted header cannot make the decoder allocate
+/// gigabytes.
+pub const DEFAULT_MAX_IMAGE_PIXELS: u64 = 100_000_000;
+
+/// How a set of images is loaded: the policy for unreadable files and the size limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LoadOptions {
+    pub unreadable: UnreadableImages,
+    /// Largest image accepted, in pixels.
+    pub max_pixels: u64,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        LoadOptions {
+            unreadable: UnreadableImages::Stop,
+            max_pixels: DEFAULT_MAX_IMAGE_PIXELS,
+        }
+    }
+}
 
 /// Decodes an image file in the format its content shows, whatever its extension, and applies
 /// its EXIF orientation.
-pub fn decode_image(path: &Path) -> Result<DynamicImage> {
+pub fn decode_image(path: &Path, max_pixels: u64) -> Result<DynamicImage> {
     let image_error = |source| Error::Image {
         path: path.to_path_buf(),
         source,
@@ -75,12 +92,12 @@ pub fn decode_image(path: &Path) -> Result<DynamicImage> {
     }
     let (width, height) = reader.into_dimensions().map_err(image_error)?;
     let pixels = u64::from(width) * u64::from(height);
-    if pixels > MAX_IMAGE_PIXELS {
+    if pixels > max_pixels {
         return Err(Error::ImageTooLarge {
             path: path.to_path_buf(),
             width,
             height,
-            limit: MAX_IMAGE_PIXELS,
+            limit: max_pixels,
         });
     }
     let mut decoder = open()?.into_decoder().map_err(image_error)?;
@@ -120,9 +137,9 @@ fn jpeg_is_truncated(path: &Path) -> Result<bool> {
 /// and crops the centre.
 ///
 /// Returns the pixels in channel-major order `[3, height, width]`, scaled to [0, 1]. Grey images
-/// are repeated over the three channels.
-pub fn load_image(path: &Path, width: usize, height: usize) -> Result<Vec<f32>> {
-    let image = decode_image(path)?.to_rgb8();
+/// are repeated over the three channels. Images above `max_pixels` are rejected.
+pub fn load_image(path: &Path, width: usize, height: usize, max_pixels: u64) -> Result<Vec<f32>> {
+    let image = decode_image(path, max_pixels)?.to_rgb8();
     let (source_width, source_height) = image.dimensions();
     if source_width == 0 || source_height == 0 {
         return Err(Error::Image {
@@ -181,6 +198,8 @@ pub struct ImageSet {
     pub entries: Vec<ImageEntry>,
     pub width: usize,
     pub height: usize,
+    /// The size limit the set was loaded with, for decoding its files again.
+    pub max_pixels: u64,
     /// `[len, 3, height, width]`, row-major.
     pixels: Vec<f32>,
 }
@@ -195,7 +214,7 @@ impl ImageSet {
         places: PlaceRange,
         width: usize,
         height: usize,
-        unreadable: UnreadableImages,
+        options: LoadOptions,
     ) -> Result<ImageSet> {
         let mut entries = Vec::new();
         for folder in folders {
@@ -216,7 +235,7 @@ impl ImageSet {
                     .map(|(frame, path)| ImageEntry { path, frame }),
             );
         }
-        Self::from_entries(entries, width, height, unreadable)
+        Self::from_entries(entries, width, height, options)
     }
 
     /// Loads the given files; the frame index of each is its position in `paths`.
@@ -229,18 +248,18 @@ impl ImageSet {
                 frame,
             })
             .collect();
-        Self::from_entries(entries, width, height, UnreadableImages::Stop)
+        Self::from_entries(entries, width, height, LoadOptions::default())
     }
 
     fn from_entries(
         entries: Vec<ImageEntry>,
         width: usize,
         height: usize,
-        unreadable: UnreadableImages,
+        options: LoadOptions,
     ) -> Result<ImageSet> {
         let decoded: Vec<Result<Vec<f32>>> = entries
             .par_iter()
-            .map(|entry| load_image(&entry.path, width, height))
+            .map(|entry| load_image(&entry.path, width, height, options.max_pixels))
             .collect();
         let folder = entries
             .first()
@@ -251,7 +270,7 @@ impl ImageSet {
         let mut pixels = Vec::with_capacity(entries.len() * 3 * width * height);
         let mut skipped = 0;
         for (entry, result) in entries.into_iter().zip(decoded) {
-            match (result, unreadable) {
+            match (result, options.unreadable) {
                 (Ok(image), _) => {
                     pixels.extend_from_slice(&image);
                     kept.push(entry);
@@ -273,6 +292,7 @@ impl ImageSet {
             entries: kept,
             width,
             height,
+            max_pixels: options.max_pixels,
             pixels,
         })
     }
@@ -343,7 +363,7 @@ mod tests {
         let folder = tempfile::tempdir().unwrap();
         let path = folder.path().join("broken.jpg");
         std::fs::write(&path, b"this is text, not a JPEG").unwrap();
-        let error = load_image(&path, 8, 8).unwrap_err();
+        let error = load_image(&path, 8, 8, DEFAULT_MAX_IMAGE_PIXELS).unwrap_err();
         assert!(matches!(error, Error::Image { .. }), "{error}");
         assert!(error.to_string().contains("broken.jpg"), "{error}");
     }
@@ -372,7 +392,7 @@ mod tests {
         file.extend_from_slice(&jpeg[2..]);
         std::fs::write(&path, file).unwrap();
 
-        let decoded = decode_image(&path).unwrap();
+        let decoded = decode_image(&path, DEFAULT_MAX_IMAGE_PIXELS).unwrap();
         assert_eq!((decoded.width(), decoded.height()), (2, 4));
     }
 
@@ -395,7 +415,7 @@ mod tests {
         png.extend_from_slice(&crc32(b"IDAT").to_be_bytes());
         std::fs::write(&path, png).unwrap();
 
-        let error = decode_image(&path).unwrap_err();
+        let error = decode_image(&path, DEFAULT_MAX_IMAGE_PIXELS).unwrap_err();
         assert!(
             matches!(error, Error::ImageTooLarge { width: 60000, .. }),
             "{error}"
@@ -440,7 +460,7 @@ mod tests {
         // A 40×10 horizontal grey ramp. Scaled by 0.8 to 32×8, the centre 8×8 crop shows the
         // middle quarter of the ramp.
         write_png(&path, 40, 10, true);
-        let pixels = load_image(&path, 8, 8).unwrap();
+        let pixels = load_image(&path, 8, 8, DEFAULT_MAX_IMAGE_PIXELS).unwrap();
         assert_eq!(pixels.len(), 3 * 8 * 8);
         let first = pixels[0];
         let last = pixels[7];
@@ -464,7 +484,7 @@ mod tests {
             PlaceRange { start: 1, end: 3 },
             4,
             4,
-            UnreadableImages::Stop,
+            LoadOptions::default(),
         )
         .unwrap();
         let frames: Vec<_> = set.entries.iter().map(|entry| entry.frame).collect();
@@ -477,7 +497,7 @@ mod tests {
             PlaceRange { start: 0, end: 9 },
             4,
             4,
-            UnreadableImages::Stop,
+            LoadOptions::default(),
         )
         .unwrap_err();
         assert!(

@@ -58,7 +58,7 @@ impl TrainingData {
                 places,
                 data.width,
                 data.height,
-                data.unreadable_images,
+                data.load_options(),
             )
         };
         Ok(TrainingData {

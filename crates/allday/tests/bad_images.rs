@@ -5,7 +5,7 @@ use std::io::Cursor;
 use std::path::Path;
 
 use allday::config::PlaceRange;
-use allday::data::{ImageSet, UnreadableImages, load_image};
+use allday::data::{DEFAULT_MAX_IMAGE_PIXELS, ImageSet, LoadOptions, UnreadableImages, load_image};
 
 fn jpeg_bytes(width: u32, height: u32) -> Vec<u8> {
     let image = image::RgbImage::from_fn(width, height, |x, y| {
@@ -103,7 +103,7 @@ fn each_file_loads_or_names_itself() {
         .collect();
     names.sort();
     for name in names {
-        let result = load_image(&folder.path().join(&name), 8, 8);
+        let result = load_image(&folder.path().join(&name), 8, 8, DEFAULT_MAX_IMAGE_PIXELS);
         if broken.contains(&name.as_str()) {
             let error = result.expect_err(&name);
             assert!(error.to_string().contains(&name), "{name}: {error}");
@@ -118,7 +118,13 @@ fn each_file_loads_or_names_itself() {
 fn one_pixel_image_fills_the_target() {
     let folder = tempfile::tempdir().unwrap();
     write_corpus(folder.path());
-    let pixels = load_image(&folder.path().join("07_one_pixel.png"), 8, 8).unwrap();
+    let pixels = load_image(
+        &folder.path().join("07_one_pixel.png"),
+        8,
+        8,
+        DEFAULT_MAX_IMAGE_PIXELS,
+    )
+    .unwrap();
     // Red everywhere: channel 0 is 1, channels 1 and 2 are 0.
     assert!(pixels[..64].iter().all(|&value| value == 1.0));
     assert!(pixels[64..].iter().all(|&value| value == 0.0));
@@ -128,7 +134,13 @@ fn one_pixel_image_fills_the_target() {
 fn cmyk_jpeg_decodes_to_rgb() {
     let folder = tempfile::tempdir().unwrap();
     write_corpus(folder.path());
-    let pixels = load_image(&folder.path().join("09_cmyk.jpg"), 8, 8).unwrap();
+    let pixels = load_image(
+        &folder.path().join("09_cmyk.jpg"),
+        8,
+        8,
+        DEFAULT_MAX_IMAGE_PIXELS,
+    )
+    .unwrap();
     let (red, green, blue) = (pixels[0], pixels[64], pixels[128]);
     assert!(red > 0.9, "red {red}");
     assert!(green < 0.1, "green {green}");
@@ -140,16 +152,35 @@ fn skip_policy_leaves_out_broken_files() {
     let folder = tempfile::tempdir().unwrap();
     let broken = write_corpus(folder.path());
     let places = PlaceRange { start: 0, end: 10 };
+    let stop = LoadOptions::default();
+    let skip = LoadOptions {
+        unreadable: UnreadableImages::Skip,
+        ..LoadOptions::default()
+    };
     let folders = [folder.path().to_path_buf()];
 
-    let error = ImageSet::load(&folders, places, 8, 8, UnreadableImages::Stop).unwrap_err();
+    let error = ImageSet::load(&folders, places, 8, 8, stop).unwrap_err();
     assert!(error.to_string().contains("01_zero_bytes.png"), "{error}");
 
-    let set = ImageSet::load(&folders, places, 8, 8, UnreadableImages::Skip).unwrap();
+    let set = ImageSet::load(&folders, places, 8, 8, skip).unwrap();
     assert_eq!(set.len(), 10 - broken.len());
     // Frame indices are positions in the folder listing, kept for the files that remain.
     let frames: Vec<_> = set.entries.iter().map(|entry| entry.frame).collect();
     assert_eq!(frames, [0, 5, 6, 7, 8, 9]);
+}
+
+#[test]
+fn size_limit_is_configurable() {
+    let folder = tempfile::tempdir().unwrap();
+    write_corpus(folder.path());
+    let path = folder.path().join("00_good.jpg");
+    // 40×30 = 1200 pixels.
+    assert!(load_image(&path, 8, 8, 1200).is_ok());
+    let error = load_image(&path, 8, 8, 1199).unwrap_err();
+    assert!(
+        error.to_string().contains("above the limit of 1199 pixels"),
+        "{error}"
+    );
 }
 
 #[test]
@@ -162,7 +193,10 @@ fn skip_policy_with_nothing_readable_fails() {
         PlaceRange { start: 0, end: 2 },
         8,
         8,
-        UnreadableImages::Skip,
+        LoadOptions {
+            unreadable: UnreadableImages::Skip,
+            ..LoadOptions::default()
+        },
     )
     .unwrap_err();
     assert!(

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use allday::backend::default_device;
 use allday::config::PlaceRange;
-use allday::data::UnreadableImages;
+use allday::data::LoadOptions;
 use allday::evaluation::GroundTruth;
 use allday::evaluation::run::{EvaluationSets, evaluate_pixels};
 
@@ -44,7 +44,7 @@ fn pixel_baseline_matches_reference_figures() {
             PLACES,
             16,
             12,
-            UnreadableImages::Stop,
+            LoadOptions::default(),
         )
         .unwrap();
         let result = evaluate_pixels(&sets, &truth, &device).unwrap();
@@ -70,7 +70,7 @@ fn night_images_load_as_three_equal_channels() {
         PlaceRange { start: 0, end: 2 },
         64,
         48,
-        UnreadableImages::Stop,
+        LoadOptions::default(),
     )
     .unwrap();
     let plane = 64 * 48;

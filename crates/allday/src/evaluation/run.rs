@@ -7,7 +7,7 @@ use burn::prelude::*;
 
 use crate::baseline::pixel_descriptors;
 use crate::config::PlaceRange;
-use crate::data::{ImageSet, UnreadableImages};
+use crate::data::{ImageSet, LoadOptions};
 use crate::error::Result;
 use crate::evaluation::{GroundTruth, RetrievalMetrics, evaluate};
 use crate::model::{Domain, DoubleVae};
@@ -36,11 +36,10 @@ impl EvaluationSets {
         places: PlaceRange,
         width: usize,
         height: usize,
-        unreadable: UnreadableImages,
+        options: LoadOptions,
     ) -> Result<EvaluationSets> {
-        let load = |folder: &Path| {
-            ImageSet::load(&[folder.to_path_buf()], places, width, height, unreadable)
-        };
+        let load =
+            |folder: &Path| ImageSet::load(&[folder.to_path_buf()], places, width, height, options);
         Ok(EvaluationSets {
             database: load(database)?,
             queries: load(queries)?,
@@ -125,8 +124,8 @@ pub fn evaluate_pixels(
     ground_truth: &GroundTruth,
     device: &Device,
 ) -> Result<MethodResult> {
-    let database = pixel_descriptors(&sets.database.entries, device)?;
-    let queries = pixel_descriptors(&sets.queries.entries, device)?;
+    let database = pixel_descriptors(&sets.database.entries, sets.database.max_pixels, device)?;
+    let queries = pixel_descriptors(&sets.queries.entries, sets.queries.max_pixels, device)?;
     let distances = cosine_distances(queries, database);
     Ok(MethodResult::new(
         "raw pixels 32x24".into(),
