@@ -13,11 +13,16 @@ use allday::evaluation::run::{
     EvaluationSets, evaluate_latent, evaluate_pixels, evaluate_weighted, format_table,
 };
 use allday::evaluation::{GroundTruth, write_ranked_matches};
+use allday::model::Domain;
 use allday::training::{Trainer, TrainingData};
 use allday::translation::{save_png, translation_grid};
-use allday::weighting::{TripletData, WeightsFile, train_weights};
+use allday::weighting::{
+    ChannelWeights, LayerFeatures, TripletData, WeightsFile, channel_importance, sample_triplets,
+    share_carrying, train_weights,
+};
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
+use rand::SeedableRng;
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
@@ -44,6 +49,28 @@ enum Command {
     /// Learn a weight per channel of the matched encoder layers from labelled triplets of
     /// training places (stage 2), with the encoders of a trained run frozen.
     TrainTriplet(TrainTripletArgs),
+    /// Rank the channels of learned weights by how much the held-out triplet loss rises when
+    /// each one alone is removed.
+    Channels(ChannelsArgs),
+}
+
+#[derive(Args, Debug)]
+struct ChannelsArgs {
+    /// Run directory (its newest checkpoint) or one checkpoint directory.
+    #[arg(long, value_name = "PATH")]
+    run: PathBuf,
+    /// Channel weights from `allday train-triplet`.
+    #[arg(long, value_name = "FILE")]
+    weights: PathBuf,
+    /// Data root holding the domain folders [default: the run's data.root].
+    #[arg(long, value_name = "DIR")]
+    data: Option<PathBuf>,
+    /// Write every channel's weight and importance to this CSV.
+    #[arg(long, value_name = "CSV")]
+    csv: Option<PathBuf>,
+    /// Channels listed in the terminal, most important first.
+    #[arg(long, default_value_t = 10)]
+    top: usize,
 }
 
 #[derive(Args, Debug)]
@@ -161,6 +188,7 @@ fn main() {
         Command::Eval(args) => eval(args),
         Command::Translate(args) => translate(args),
         Command::TrainTriplet(args) => train_triplet(args),
+        Command::Channels(args) => channels(args),
     };
     if let Err(error) = result {
         eprintln!("error: {}", describe(&error));
@@ -546,5 +574,71 @@ fn train_triplet(args: TrainTripletArgs) -> Result<()> {
         args.from.display(),
         out.display()
     );
+    Ok(())
+}
+
+fn channels(args: ChannelsArgs) -> Result<()> {
+    init_logging(None)?;
+    let device = default_device();
+    let checkpoint = Checkpoint::open(&args.run)?;
+    let mut config = checkpoint.config.clone();
+    if let Some(root) = &args.data {
+        config.data.root = root.clone();
+    }
+    let file = WeightsFile::load(&args.weights)?;
+    let model = checkpoint.load_model(&device)?;
+
+    // Held out from the weights' training: the validation places of both domains.
+    let data = TrainingData::load(&config)?;
+    let extract = |domain, images: &ImageSet| {
+        LayerFeatures::extract(&model, domain, images, file.depth, &device)
+    };
+    let pool =
+        extract(Domain::A, &data.validation_a).concat(&extract(Domain::B, &data.validation_b));
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(config.seed);
+    let triplets = sample_triplets(
+        &data.validation_a.entries,
+        &data.validation_b.entries,
+        config.evaluation.tolerance,
+        file.config.triplets_per_epoch,
+        &mut rng,
+    )?;
+    let weights = ChannelWeights::from_values(&file.weights, &device);
+    let importance = channel_importance(&weights, &pool, &triplets, file.config.margin, &device);
+
+    let mut rows: Vec<(usize, usize, f32, f64)> = Vec::new();
+    for (layer, values) in importance.iter().enumerate() {
+        for (channel, value) in values.iter().enumerate() {
+            rows.push((layer, channel, file.weights[layer][channel], *value));
+        }
+    }
+    rows.sort_by(|a, b| b.3.total_cmp(&a.3));
+    println!(
+        "channel importance: rise of the mean triplet loss ({} triplets of places {}) when one channel is removed",
+        triplets.len(),
+        config.data.validation_places
+    );
+    println!(
+        "{:>5} {:>7} {:>9} {:>11}",
+        "layer", "channel", "weight", "importance"
+    );
+    for (layer, channel, weight, value) in rows.iter().take(args.top) {
+        println!("{layer:>5} {channel:>7} {weight:>9.4} {value:>11.5}");
+    }
+    for (layer, values) in importance.iter().enumerate() {
+        println!(
+            "layer {layer} (0 is the latent): {:.0} % of its {} channels carry 90 % of the importance",
+            100.0 * share_carrying(values, 0.9),
+            values.len()
+        );
+    }
+    if let Some(path) = &args.csv {
+        let mut text = String::from("layer,channel,weight,importance\n");
+        for (layer, channel, weight, value) in &rows {
+            text.push_str(&format!("{layer},{channel},{weight},{value}\n"));
+        }
+        allday::io::write_atomic(path, text.as_bytes())?;
+        println!("written to {}", path.display());
+    }
     Ok(())
 }
