@@ -54,13 +54,21 @@ duration_ms=$(( ($(date +%s%N) - started_ns) / 1000000 ))
 
 for trial in $(seq 1 "$trials"); do
     run="$work/trial-$trial"
-    # A random moment within the run's duration, in milliseconds.
-    delay_ms=$(( (RANDOM * 32768 + RANDOM) % duration_ms + 1 ))
-    "$allday" train --config "$work/small.toml" --out "$run" --no-progress 2>/dev/null &
-    pid=$!
-    sleep "$((delay_ms / 1000)).$(printf '%03d' $((delay_ms % 1000)))"
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
+    # Kill at a random moment within the run's duration, in milliseconds. A run that finished
+    # first (the machine is sometimes faster than when it was timed) is not a trial: draw again.
+    while true; do
+        rm -rf "$run"
+        delay_ms=$(( (RANDOM * 32768 + RANDOM) % duration_ms + 1 ))
+        "$allday" train --config "$work/small.toml" --out "$run" --no-progress 2>/dev/null &
+        pid=$!
+        sleep "$((delay_ms / 1000)).$(printf '%03d' $((delay_ms % 1000)))"
+        kill -KILL "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+        if [[ ! -d "$run/checkpoints/epoch-000006" ]]; then
+            break
+        fi
+        duration_ms=$(( delay_ms > 1 ? delay_ms - 1 : 1 ))
+    done
 
     resumes=0
     restarts=0
