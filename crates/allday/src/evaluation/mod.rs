@@ -237,6 +237,61 @@ pub fn pr_auc(nearest: &[(f32, bool)]) -> f64 {
     area
 }
 
+/// How well a descriptor groups the images of each place, over images of several places.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct Clustering {
+    /// Mean silhouette score with places as clusters, in [−1, 1]; higher is better. An image
+    /// that is the only one of its place scores 0, as in scikit-learn.
+    pub silhouette: f64,
+    /// Mean distance between images of the same place divided by the mean distance between
+    /// images of different places; lower is better.
+    pub intra_inter_ratio: f64,
+}
+
+/// Computes the silhouette score and the intra/inter distance ratio from a square distance
+/// matrix between `labels.len()` images, row-major, where `labels[i]` is image i's place.
+pub fn clustering(distances: &[f32], labels: &[usize]) -> Clustering {
+    let count = labels.len();
+    assert_eq!(distances.len(), count * count, "a square distance matrix");
+    let mut silhouettes = 0.0;
+    let (mut intra_sum, mut intra_count, mut inter_sum, mut inter_count) =
+        (0.0, 0usize, 0.0, 0usize);
+    for i in 0..count {
+        // Sum and count of distances from image i to each place.
+        let mut per_place: HashMap<usize, (f64, usize)> = HashMap::new();
+        for j in (0..count).filter(|&j| j != i) {
+            let distance = f64::from(distances[i * count + j]);
+            let entry = per_place.entry(labels[j]).or_default();
+            entry.0 += distance;
+            entry.1 += 1;
+            if labels[j] == labels[i] {
+                intra_sum += distance;
+                intra_count += 1;
+            } else {
+                inter_sum += distance;
+                inter_count += 1;
+            }
+        }
+        let Some(&(own_sum, own_count)) = per_place.get(&labels[i]) else {
+            continue; // the only image of its place: silhouette 0
+        };
+        let a = own_sum / own_count as f64;
+        let b = per_place
+            .iter()
+            .filter(|(place, _)| **place != labels[i])
+            .map(|(_, (sum, n))| sum / *n as f64)
+            .fold(f64::INFINITY, f64::min);
+        if b.is_finite() && a.max(b) > 0.0 {
+            silhouettes += (b - a) / a.max(b);
+        }
+    }
+    Clustering {
+        silhouette: silhouettes / count.max(1) as f64,
+        intra_inter_ratio: (intra_sum / intra_count.max(1) as f64)
+            / (inter_sum / inter_count.max(1) as f64),
+    }
+}
+
 /// Writes the `top` nearest database images of every query as CSV:
 /// `query,rank,database,distance,correct`.
 pub fn write_ranked_matches(
@@ -343,6 +398,29 @@ mod tests {
         ];
         let recall_at_one = 3.0 / 5.0;
         assert!(pr_auc(&nearest) <= recall_at_one);
+    }
+
+    #[test]
+    fn clustering_by_hand() {
+        // Four images, places [0, 0, 1, 1]. Same-place distances 1, different-place distances 3
+        // except d(0, 2) = d(2, 0) = 2.
+        #[rustfmt::skip]
+        let distances = [
+            0.0, 1.0, 2.0, 3.0,
+            1.0, 0.0, 3.0, 3.0,
+            2.0, 3.0, 0.0, 1.0,
+            3.0, 3.0, 1.0, 0.0,
+        ];
+        let result = clustering(&distances, &[0, 0, 1, 1]);
+        // Image 0: a = 1, b = mean(2, 3) = 2.5, s = 0.6. Image 1: a = 1, b = 3, s = 2/3.
+        // Image 2: a = 1, b = 2.5, s = 0.6. Image 3: a = 1, b = 3, s = 2/3.
+        let expected = (0.6 + 2.0 / 3.0 + 0.6 + 2.0 / 3.0) / 4.0;
+        assert!((result.silhouette - expected).abs() < 1e-9, "{result:?}");
+        // Intra: 1 over 4 ordered pairs; inter: (2 + 3 + 3 + 3) · 2 / 8 = 2.75.
+        assert!(
+            (result.intra_inter_ratio - 1.0 / 2.75).abs() < 1e-9,
+            "{result:?}"
+        );
     }
 
     #[test]
