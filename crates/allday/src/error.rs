@@ -111,6 +111,24 @@ pub enum Error {
     },
 
     #[error(
+        "channel {channel} does not exist: the layer has {channels} channels (0 to {channels} − 1)"
+    )]
+    ChannelOutOfRange { channel: usize, channels: usize },
+
+    #[error(
+        "position x {x}, y {y} lies outside the {columns}×{rows} latent grid (x below {columns}, y below {rows})"
+    )]
+    PositionOutOfRange {
+        x: usize,
+        y: usize,
+        columns: usize,
+        rows: usize,
+    },
+
+    #[error("cannot draw chart `{chart}`: {message}")]
+    Plot { chart: String, message: String },
+
+    #[error(
         "training diverged (a loss term or the gradient is not finite) at epoch {epoch}, step {step}: {terms}; last checkpoint: {checkpoint}. Lower optimizer.learning_rate or the loss weights, then resume or start again"
     )]
     Diverged {

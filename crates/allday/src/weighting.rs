@@ -196,8 +196,8 @@ impl ChannelWeights {
             .zip(&queries.layers)
             .zip(&database.layers)
         {
-            let channels = weights.val().dims()[0];
-            let scale = weights.val().reshape([1, 1, channels]);
+            // The same rescaling as in training, so that layers add up with the learned balance.
+            let scale = scale(weights.val());
             let layer =
                 per_position_distances(queries.clone() * scale.clone(), database.clone() * scale);
             total = Some(match total {
@@ -566,6 +566,39 @@ mod tests {
         let plain = per_position_distances(queries.layers[0].clone(), database.layers[0].clone());
         for (a, b) in weighted.values.iter().zip(&plain.values) {
             assert!((a - b).abs() < 1e-5);
+        }
+    }
+
+    #[test]
+    fn distance_matrix_matches_paired_distance() {
+        let device = default_device();
+        let features = |count: usize, mean: f64| LayerFeatures {
+            layers: [(4, 2), (3, 4)]
+                .iter()
+                .map(|&(channels, side)| {
+                    per_position_descriptors(Tensor::<4>::random(
+                        [count, channels, side, side],
+                        burn::tensor::Distribution::Normal(mean, 1.0),
+                        &device,
+                    ))
+                })
+                .collect(),
+        };
+        let (queries, database) = (features(2, 0.0), features(3, 0.3));
+        let weights =
+            ChannelWeights::from_values(&[vec![0.5, 2.0, 1.0, 0.1], vec![3.0, 1.0, 0.2]], &device);
+        let matrix = weights.distances(&queries, &database);
+        for query in 0..2 {
+            for image in 0..3 {
+                let paired = weights
+                    .paired_distance(
+                        &queries.select(&[query], &device),
+                        &database.select(&[image], &device),
+                    )
+                    .into_scalar::<f32>();
+                let entry = matrix.values[query * 3 + image];
+                assert!((entry - paired).abs() < 1e-4, "{entry} vs {paired}");
+            }
         }
     }
 

@@ -47,7 +47,7 @@ fn pixel_baseline_matches_reference_figures() {
             LoadOptions::default(),
         )
         .unwrap();
-        let result = evaluate_pixels(&sets, &truth, &device).unwrap();
+        let result = evaluate_pixels(&sets, &truth, 0.1, &device).unwrap();
         let metrics = &result.metrics;
         assert_eq!((metrics.queries, metrics.database), (100, 100));
         let r1 = metrics.recall_at(1).unwrap();

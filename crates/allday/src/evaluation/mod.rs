@@ -1,4 +1,4 @@
-//! Retrieval metrics: ground truth, Recall@N and PR-AUC.
+//! Retrieval metrics: ground truth, Recall@N, PR-AUC, triplet loss and clustering.
 //!
 //! Recall@N is the share of queries with at least one true match among their N nearest database
 //! images. PR-AUC follows VPR-Bench. Each query keeps only its nearest database image, and a
@@ -292,6 +292,55 @@ pub fn clustering(distances: &[f32], labels: &[usize]) -> Clustering {
     }
 }
 
+/// Triplet figures of a descriptor over every triplet of a labelled image set.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct TripletMetrics {
+    /// Mean hinge loss max(0, margin + d(a, p) − d(a, n)).
+    pub loss: f64,
+    /// Share of triplets with d(a, p) < d(a, n), 0 to 1.
+    pub satisfied: f64,
+    pub triplets: usize,
+}
+
+/// Measures the triplet loss over every triplet of a pooled set, without sampling.
+///
+/// `distances` is the square, row-major distance matrix between `frames.len()` images, the
+/// first `domain_a` of them from domain A (the database) and the rest from domain B (the
+/// queries). Every domain-A image is an anchor, every domain-B image of the same frame a
+/// positive, and every image of either domain more than `tolerance` frames away a negative.
+/// Returns `None` when no triplet exists.
+pub fn triplet_metrics(
+    distances: &[f32],
+    frames: &[usize],
+    domain_a: usize,
+    tolerance: usize,
+    margin: f64,
+) -> Option<TripletMetrics> {
+    let count = frames.len();
+    assert_eq!(distances.len(), count * count, "a square distance matrix");
+    let (mut loss, mut satisfied, mut triplets) = (0.0, 0usize, 0usize);
+    for anchor in 0..domain_a {
+        let row = &distances[anchor * count..(anchor + 1) * count];
+        let negatives: Vec<f64> = (0..count)
+            .filter(|&other| frames[other].abs_diff(frames[anchor]) > tolerance)
+            .map(|other| f64::from(row[other]))
+            .collect();
+        for positive in (domain_a..count).filter(|&other| frames[other] == frames[anchor]) {
+            let positive = f64::from(row[positive]);
+            for negative in &negatives {
+                loss += (margin + positive - negative).max(0.0);
+                satisfied += usize::from(positive < *negative);
+                triplets += 1;
+            }
+        }
+    }
+    (triplets > 0).then(|| TripletMetrics {
+        loss: loss / triplets as f64,
+        satisfied: satisfied as f64 / triplets as f64,
+        triplets,
+    })
+}
+
 /// Writes the `top` nearest database images of every query as CSV:
 /// `query,rank,database,distance,correct`.
 pub fn write_ranked_matches(
@@ -421,6 +470,34 @@ mod tests {
             (result.intra_inter_ratio - 1.0 / 2.75).abs() < 1e-9,
             "{result:?}"
         );
+    }
+
+    #[test]
+    fn triplet_metrics_by_hand() {
+        // Images: A0 (frame 0), A1 (frame 5), then B0 (frame 0), B1 (frame 5). Tolerance 2.
+        #[rustfmt::skip]
+        let distances = [
+            0.0, 0.9, 0.2, 0.5,
+            0.9, 0.0, 0.7, 0.6,
+            0.2, 0.7, 0.0, 0.4,
+            0.5, 0.6, 0.4, 0.0,
+        ];
+        let frames = [0, 5, 0, 5];
+        let metrics = triplet_metrics(&distances, &frames, 2, 2, 0.1).unwrap();
+        // Anchor A0, positive B0 (0.2), negatives A1 (0.9) and B1 (0.5): losses 0 and 0.
+        // Anchor A1, positive B1 (0.6), negatives A0 (0.9) and B0 (0.7): losses 0 and 0 (up to
+        // rounding: 0.1 + 0.6 − 0.7 is 0 only in exact arithmetic).
+        assert_eq!(metrics.triplets, 4);
+        assert_eq!(metrics.satisfied, 1.0);
+        assert!(metrics.loss.abs() < 1e-6, "{metrics:?}");
+
+        // With margin 0.25, anchor A1 against B0 loses 0.25 + 0.6 − 0.7 = 0.15, and anchor A0
+        // against B1 loses 0.25 + 0.2 − 0.5 = −0.05 → 0.
+        let metrics = triplet_metrics(&distances, &frames, 2, 2, 0.25).unwrap();
+        assert!((metrics.loss - 0.15 / 4.0).abs() < 1e-6, "{metrics:?}");
+
+        // A tolerance that covers every frame leaves no negative.
+        assert_eq!(triplet_metrics(&distances, &frames, 2, 5, 0.1), None);
     }
 
     #[test]

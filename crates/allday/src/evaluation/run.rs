@@ -1,5 +1,5 @@
 //! Cross-domain retrieval on a query and a database set, for the model and the pixel baseline
-//! through the same metrics.
+//! through the same metrics: Recall@N, PR-AUC, triplet loss and clustering.
 
 use std::path::Path;
 
@@ -9,7 +9,10 @@ use crate::baseline::pixel_descriptors;
 use crate::config::PlaceRange;
 use crate::data::{ImageSet, LoadOptions};
 use crate::error::Result;
-use crate::evaluation::{GroundTruth, RetrievalMetrics, evaluate};
+use crate::evaluation::{
+    Clustering, GroundTruth, RetrievalMetrics, TripletMetrics, clustering, evaluate,
+    triplet_metrics,
+};
 use crate::model::{Domain, DoubleVae};
 use crate::retrieval::{
     DistanceMatrix, cosine_distances, encode_descriptors, per_position_distances,
@@ -51,20 +54,53 @@ impl EvaluationSets {
 #[derive(Debug, Clone)]
 pub struct MethodResult {
     pub name: String,
+    /// Query-by-database distances.
     pub distances: DistanceMatrix,
     pub metrics: RetrievalMetrics,
+    /// Triplet figures over the database and queries pooled; only with frame ground truth.
+    pub triplets: Option<TripletMetrics>,
+    /// Places as clusters over the database and queries pooled; only with frame ground truth.
+    pub clustering: Option<Clustering>,
 }
 
 impl MethodResult {
-    /// Measures Recall@1/5/10 and PR-AUC of a distance matrix over `sets`.
-    fn new(
+    /// Measures one descriptor over `sets`: Recall@1/5/10 and PR-AUC from the query-by-database
+    /// distances and, with frame ground truth, triplet loss and clustering from the distances
+    /// between all images pooled (database first), with `margin` as the hinge margin.
+    ///
+    /// `concat` appends one set's descriptors to another's and `distances` compares a set of
+    /// query descriptors with a set of database descriptors.
+    #[allow(clippy::too_many_arguments)]
+    fn measure<X>(
         name: String,
-        distances: DistanceMatrix,
+        queries: X,
+        database: X,
+        concat: impl Fn(&X, &X) -> X,
+        distances: impl Fn(&X, &X) -> DistanceMatrix,
         sets: &EvaluationSets,
         ground_truth: &GroundTruth,
-    ) -> Self {
+        margin: f64,
+    ) -> MethodResult {
+        let (cross, triplets, clustering) = match ground_truth {
+            GroundTruth::Frames { tolerance } => {
+                let pooled = concat(&database, &queries);
+                let all = distances(&pooled, &pooled);
+                let frames: Vec<usize> = sets
+                    .database
+                    .entries
+                    .iter()
+                    .chain(&sets.queries.entries)
+                    .map(|entry| entry.frame)
+                    .collect();
+                let domain_a = sets.database.len();
+                let triplets = triplet_metrics(&all.values, &frames, domain_a, *tolerance, margin);
+                let clustering = clustering(&all.values, &frames);
+                (cross_block(&all, domain_a), triplets, Some(clustering))
+            }
+            GroundTruth::Files { .. } => (distances(&queries, &database), None, None),
+        };
         let metrics = evaluate(
-            &distances,
+            &cross,
             &sets.queries.entries,
             &sets.database.entries,
             ground_truth,
@@ -72,10 +108,33 @@ impl MethodResult {
         );
         MethodResult {
             name,
-            distances,
+            distances: cross,
             metrics,
+            triplets,
+            clustering,
         }
     }
+}
+
+/// Cuts the query-by-database block out of the distances between all images, database first.
+fn cross_block(all: &DistanceMatrix, database: usize) -> DistanceMatrix {
+    let count = all.queries;
+    let values = (database..count)
+        .flat_map(|row| {
+            all.values[row * count..row * count + database]
+                .iter()
+                .copied()
+        })
+        .collect();
+    DistanceMatrix {
+        queries: count - database,
+        database,
+        values,
+    }
+}
+
+fn concat_rows<const D: usize>(first: &Tensor<D>, second: &Tensor<D>) -> Tensor<D> {
+    Tensor::cat(vec![first.clone(), second.clone()], 0)
 }
 
 /// Retrieval with the model: database encoded by the domain-A encoder, queries by the domain-B
@@ -84,12 +143,21 @@ pub fn evaluate_latent(
     model: &DoubleVae,
     sets: &EvaluationSets,
     ground_truth: &GroundTruth,
+    margin: f64,
     device: &Device,
 ) -> MethodResult {
     let database = encode_descriptors(model, Domain::A, &sets.database, ENCODE_BATCH, device);
     let queries = encode_descriptors(model, Domain::B, &sets.queries, ENCODE_BATCH, device);
-    let distances = per_position_distances(queries, database);
-    MethodResult::new("allday latent".into(), distances, sets, ground_truth)
+    MethodResult::measure(
+        "allday latent".into(),
+        queries,
+        database,
+        concat_rows,
+        |queries, database| per_position_distances(queries.clone(), database.clone()),
+        sets,
+        ground_truth,
+        margin,
+    )
 }
 
 /// Retrieval with learned channel weights over the matched layers (see [`crate::weighting`]).
@@ -98,48 +166,61 @@ pub fn evaluate_weighted(
     sets: &EvaluationSets,
     ground_truth: &GroundTruth,
     weights: &WeightsFile,
+    margin: f64,
     device: &Device,
 ) -> MethodResult {
     let database = LayerFeatures::extract(model, Domain::A, &sets.database, weights.depth, device);
     let queries = LayerFeatures::extract(model, Domain::B, &sets.queries, weights.depth, device);
-    let distances =
-        ChannelWeights::from_values(&weights.weights, device).distances(&queries, &database);
-    let metrics = evaluate(
-        &distances,
-        &sets.queries.entries,
-        &sets.database.entries,
+    let channel_weights = ChannelWeights::from_values(&weights.weights, device);
+    MethodResult::measure(
+        format!("allday weighted d{}", weights.depth),
+        queries,
+        database,
+        LayerFeatures::concat,
+        |queries, database| channel_weights.distances(queries, database),
+        sets,
         ground_truth,
-        &RECALL_AT,
-    );
-    MethodResult {
-        name: format!("allday weighted d{}", weights.depth),
-        distances,
-        metrics,
-    }
+        margin,
+    )
 }
 
 /// Retrieval with standardised 32×24 grey thumbnails and cosine distance.
 pub fn evaluate_pixels(
     sets: &EvaluationSets,
     ground_truth: &GroundTruth,
+    margin: f64,
     device: &Device,
 ) -> Result<MethodResult> {
     let database = pixel_descriptors(&sets.database.entries, sets.database.max_pixels, device)?;
     let queries = pixel_descriptors(&sets.queries.entries, sets.queries.max_pixels, device)?;
-    let distances = cosine_distances(queries, database);
-    Ok(MethodResult::new(
+    Ok(MethodResult::measure(
         "raw pixels 32x24".into(),
-        distances,
+        queries,
+        database,
+        concat_rows,
+        |queries, database| cosine_distances(queries.clone(), database.clone()),
         sets,
         ground_truth,
+        margin,
     ))
 }
 
-/// Formats results as an aligned text table, one method per row.
+/// Formats results as an aligned text table, one method per row. Triplet and clustering
+/// columns show `-` where they were not measured.
 pub fn format_table(results: &[MethodResult]) -> String {
     let mut table = format!(
-        "{:<20} {:>7} {:>7} {:>7} {:>7} {:>8} {:>9}\n",
-        "method", "R@1", "R@5", "R@10", "PR-AUC", "queries", "database"
+        "{:<22} {:>6} {:>6} {:>6} {:>7} {:>8} {:>9} {:>10} {:>11} {:>8} {:>9}\n",
+        "method",
+        "R@1",
+        "R@5",
+        "R@10",
+        "PR-AUC",
+        "triplet",
+        "satisfied",
+        "silhouette",
+        "intra/inter",
+        "queries",
+        "database"
     );
     for result in results {
         let metrics = &result.metrics;
@@ -148,13 +229,22 @@ pub fn format_table(results: &[MethodResult]) -> String {
                 .recall_at(n)
                 .map_or("-".to_string(), |value| format!("{value:.1}"))
         };
+        let optional = |value: Option<f64>, precision: usize| {
+            value.map_or("-".to_string(), |value| format!("{value:.precision$}"))
+        };
+        let triplets = result.triplets;
+        let clustering = result.clustering;
         table.push_str(&format!(
-            "{:<20} {:>7} {:>7} {:>7} {:>7.3} {:>8} {:>9}\n",
+            "{:<22} {:>6} {:>6} {:>6} {:>7.3} {:>8} {:>9} {:>10} {:>11} {:>8} {:>9}\n",
             result.name,
             recall(1),
             recall(5),
             recall(10),
             metrics.pr_auc,
+            optional(triplets.map(|t| t.loss), 4),
+            optional(triplets.map(|t| 100.0 * t.satisfied), 1),
+            optional(clustering.map(|c| c.silhouette), 3),
+            optional(clustering.map(|c| c.intra_inter_ratio), 3),
             metrics.queries,
             metrics.database
         ));
