@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# The main job: train the double VAE on Gardens Point places 0–99 with configs/quick.toml, then
-# evaluate night→day retrieval on places 100–199 and render a translation image.
+# The main job: train the double VAE on Gardens Point places 0–99 with configs/quick.toml, learn
+# its channel weights from labelled triplets of the same places, then evaluate night→day
+# retrieval on places 100–199, rank the channels, and render saliency and translation images.
 #
 #   scripts/main.sh [--data DIR]
 #
 # DIR contains day_left/, day_right/ and night_right/ [default: ../shared/data/gardens_point].
-# Running it again after an interruption resumes training from the last checkpoint; after a
-# finished run it only evaluates.
+# Running it again after an interruption resumes both trainings from their last checkpoints;
+# after a finished run it only evaluates.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/env.sh
@@ -32,5 +33,16 @@ if compgen -G "$run_dir/checkpoints/epoch-*" >/dev/null; then
 else
     allday train --config configs/quick.toml --out "$run_dir" "${data_args[@]}"
 fi
-allday eval --run "$run_dir" "${data_args[@]}" --matches "$run_dir/matches.csv" --json "$run_dir/eval.json"
+if compgen -G "$run_dir/triplet-d1/checkpoints/epoch-*" >/dev/null; then
+    allday train-triplet --from "$run_dir" --resume --run-dir "$run_dir/triplet-d1" "${data_args[@]}"
+else
+    allday train-triplet --from "$run_dir" --depth 1 "${data_args[@]}"
+fi
+weights="$run_dir/channel-weights-d1.json"
+allday eval --run "$run_dir" "${data_args[@]}" --weights "$weights" \
+    --matches "$run_dir/matches.csv" --csv "$run_dir/eval.csv" --json "$run_dir/eval.json"
+allday channels --run "$run_dir" "${data_args[@]}" --weights "$weights" --csv "$run_dir/channels.csv"
+data_root=${2:-../shared/data/gardens_point}
+allday saliency --run "$run_dir" "${data_args[@]}" --top 3 --weights "$weights" \
+    --out "$run_dir/saliency" "$data_root/night_right/Image150.jpg"
 allday translate --run "$run_dir" "${data_args[@]}" --out "$run_dir/translation.png"

@@ -6,7 +6,7 @@ use allday::backend::default_device;
 use allday::checkpoint::Checkpoint;
 use allday::config::PlaceRange;
 use allday::evaluation::run::{
-    EvaluationSets, evaluate_latent, evaluate_pixels, evaluate_weighted, format_table,
+    EvaluationSets, evaluate_latent, evaluate_pixels, evaluate_weighted, format_csv, format_table,
 };
 use allday::evaluation::{GroundTruth, write_ranked_matches};
 use allday::weighting::WeightsFile;
@@ -42,6 +42,9 @@ pub struct EvalArgs {
     /// Write the 10 nearest database images of every query to this CSV.
     #[arg(long, value_name = "CSV")]
     matches: Option<PathBuf>,
+    /// Write the table as CSV to this file.
+    #[arg(long, value_name = "CSV")]
+    csv: Option<PathBuf>,
     /// Write the figures as JSON to this file.
     #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
@@ -134,6 +137,10 @@ pub fn run(args: EvalArgs) -> Result<()> {
             10,
         )?;
         println!("\nranked matches written to {}", path.display());
+    }
+    if let Some(path) = &args.csv {
+        allday::io::write_atomic(path, format_csv(&results).as_bytes())?;
+        println!("table written to {}", path.display());
     }
     if let Some(path) = &args.json {
         let methods: serde_json::Map<String, serde_json::Value> = results

@@ -1,6 +1,7 @@
 //! `allday`: train a day/night double VAE, evaluate place retrieval, render translations.
 
 mod eval;
+mod saliency;
 mod train;
 mod translate;
 mod weights;
@@ -41,6 +42,11 @@ enum Command {
     /// Rank the channels of learned weights by how much the held-out triplet loss rises when
     /// each one alone is removed.
     Channels(weights::ChannelsArgs),
+    /// Train one channel weighting per matching depth 1..N and plot their validation losses.
+    DepthSweep(weights::DepthSweepArgs),
+    /// Write heat maps of the input pixels that drive chosen latent channels (the gradient of
+    /// a channel's activation with respect to the image).
+    Saliency(saliency::SaliencyArgs),
 }
 
 fn main() {
@@ -51,6 +57,8 @@ fn main() {
         Command::Translate(args) => translate::run(args),
         Command::TrainTriplet(args) => weights::train_triplet(args),
         Command::Channels(args) => weights::channels(args),
+        Command::DepthSweep(args) => weights::depth_sweep(args),
+        Command::Saliency(args) => saliency::run(args),
     };
     if let Err(error) = result {
         eprintln!("error: {}", describe(&error));

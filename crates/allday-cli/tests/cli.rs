@@ -198,6 +198,107 @@ fn train_eval_translate_end_to_end() {
         stdout(&output)
     );
 
+    // The table as CSV: a header and one row per method, with triplet and clustering columns.
+    let output = allday(&["eval", "--run", "run", "--csv", "table.csv"], root);
+    assert!(
+        output.status.success(),
+        "eval --csv failed: {}",
+        stderr(&output)
+    );
+    let table = std::fs::read_to_string(root.join("table.csv")).unwrap();
+    let lines: Vec<&str> = table.lines().collect();
+    assert_eq!(lines.len(), 3, "{table}");
+    assert!(
+        lines[0].contains("triplet_loss,triplets_satisfied,silhouette"),
+        "{table}"
+    );
+    assert_eq!(lines[1].split(',').count(), 11, "{table}");
+
+    // Channel importance with its chart, one PNG per matched layer.
+    let output = allday(
+        &[
+            "channels",
+            "--run",
+            "run",
+            "--weights",
+            "weights.json",
+            "--top",
+            "3",
+        ],
+        root,
+    );
+    assert!(
+        output.status.success(),
+        "channels failed: {}",
+        stderr(&output)
+    );
+    for layer in [0, 1] {
+        let chart = image::open(root.join(format!("weights-layer{layer}.png"))).unwrap();
+        assert_eq!((chart.width(), chart.height()), (1000, 1100));
+    }
+
+    // A depth sweep of two depths writes its CSV (header and 2 × 1 epochs) and its chart.
+    let output = allday(
+        &[
+            "depth-sweep",
+            "--from",
+            "run",
+            "--max-depth",
+            "2",
+            "--epochs",
+            "1",
+            "--out",
+            "sweep",
+        ],
+        root,
+    );
+    assert!(
+        output.status.success(),
+        "depth-sweep failed: {}",
+        stderr(&output)
+    );
+    let sweep = std::fs::read_to_string(root.join("sweep/depth-sweep.csv")).unwrap();
+    assert_eq!(sweep.lines().count(), 3, "{sweep}");
+    assert!(root.join("sweep/depth-sweep.png").is_file());
+
+    // Saliency of two channels for one night image: the image beside its heat map, scaled.
+    let output = allday(
+        &[
+            "saliency",
+            "--run",
+            "run",
+            "--channel",
+            "0",
+            "--channel",
+            "5",
+            "--scale",
+            "2",
+            "--out",
+            "saliency",
+            "night/10.jpg",
+        ],
+        root,
+    );
+    assert!(
+        output.status.success(),
+        "saliency failed: {}",
+        stderr(&output)
+    );
+    for channel in [0, 5] {
+        let map = image::open(root.join(format!("saliency/10-channel-{channel}.png"))).unwrap();
+        assert_eq!((map.width(), map.height()), (2 * 16 * 2, 12 * 2));
+    }
+    let output = allday(
+        &["saliency", "--run", "run", "--channel", "8", "night/10.jpg"],
+        root,
+    );
+    assert!(!output.status.success());
+    assert!(
+        stderr(&output).contains("channel 8 does not exist"),
+        "{}",
+        stderr(&output)
+    );
+
     // Resuming a finished run with more epochs continues from epoch 2.
     let output = allday(
         &["train", "--resume", "run", "--epochs", "3", "--no-progress"],

@@ -4,7 +4,7 @@
 //! returns: `cuda` (NVIDIA GPU) before `tch` (libtorch, CPU) before `flex` (pure-Rust CPU, the
 //! default).
 
-use burn::prelude::Device;
+pub use burn::prelude::Device;
 
 /// Returns the device of the fastest enabled backend, without autodiff.
 pub fn default_device() -> Device {

@@ -183,13 +183,15 @@ fn optimizer_file(network: &str) -> String {
 }
 
 /// Writes a checkpoint for `epoch` into `run_dir/checkpoints/`, atomically, then removes all
-/// but the newest `keep` checkpoints.
+/// but the newest `keep` checkpoints. `extra_files` (name, content) are stored beside the
+/// networks under the same checksums.
 pub fn save(
     run_dir: &Path,
     config: &Config,
     epoch: usize,
     step: usize,
     networks: &[NetworkState],
+    extra_files: &[(String, Vec<u8>)],
     keep: usize,
 ) -> Result<PathBuf> {
     let checkpoints = run_dir.join(CHECKPOINTS_DIR);
@@ -213,6 +215,10 @@ pub fn save(
             write_synced(&temporary.join(&file), bytes)?;
             sha256.insert(file, sha256_hex(bytes));
         }
+    }
+    for (file, bytes) in extra_files {
+        write_synced(&temporary.join(file), bytes)?;
+        sha256.insert(file.clone(), sha256_hex(bytes));
     }
     let state = CheckpointState {
         format: FORMAT_VERSION,
@@ -311,21 +317,27 @@ impl Checkpoint {
     /// Opens `path` for inference. It is either a checkpoint directory or a run directory,
     /// and for a run directory the newest checkpoint whose model weights are intact is used.
     pub fn open(path: &Path) -> Result<Checkpoint> {
-        Self::open_with(path, &[weights_file(VAE)])
+        Self::open_with(path, VAE, false)
     }
 
     /// Opens `path` to resume training: like [`Checkpoint::open`], but every file of the
     /// checkpoint, optimizer states included, must be intact.
     pub fn open_for_resume(path: &Path) -> Result<Checkpoint> {
-        Self::open_with(path, &[])
+        Self::open_with(path, VAE, true)
     }
 
-    /// Opens the newest checkpoint whose `required` files (all listed files when empty) match
-    /// their checksums.
-    fn open_with(path: &Path, required: &[String]) -> Result<Checkpoint> {
+    /// Opens `path` to resume the training of network `network` (rather than the double VAE):
+    /// the newest checkpoint that lists the network and whose files are all intact.
+    pub fn open_network_for_resume(path: &Path, network: &str) -> Result<Checkpoint> {
+        Self::open_with(path, network, true)
+    }
+
+    /// Opens the newest checkpoint that lists `network`'s weights and whose weights (or, with
+    /// `every_file`, all listed files) match their checksums.
+    fn open_with(path: &Path, network: &str, every_file: bool) -> Result<Checkpoint> {
         let open = |candidate: &Path| {
             let checkpoint = Self::read(candidate)?;
-            checkpoint.verify(required)?;
+            checkpoint.verify(network, every_file)?;
             Ok(checkpoint)
         };
         if path.join(STATE_FILE).is_file() {
@@ -411,24 +423,29 @@ impl Checkpoint {
         Ok(bytes)
     }
 
-    /// Checks the `required` files against their checksums, or every listed file when
-    /// `required` is empty.
-    fn verify(&self, required: &[String]) -> Result<()> {
-        if !self.state.sha256.contains_key(&weights_file(VAE)) {
+    /// Checks that `network`'s weights are listed, then checks them (or, with `every_file`,
+    /// every listed file) against their checksums.
+    fn verify(&self, network: &str, every_file: bool) -> Result<()> {
+        let weights = weights_file(network);
+        if !self.state.sha256.contains_key(&weights) {
             return Err(Error::InvalidCheckpoint {
                 path: self.path.join(STATE_FILE),
-                message: format!("no `{}` listed", weights_file(VAE)),
+                message: format!("no `{weights}` listed"),
             });
         }
-        let files: Vec<&String> = if required.is_empty() {
-            self.state.sha256.keys().collect()
-        } else {
-            required.iter().collect()
-        };
-        for file in files {
+        if !every_file {
+            return self.read_verified(&weights).map(drop);
+        }
+        for file in self.state.sha256.keys() {
             self.read_verified(file)?;
         }
         Ok(())
+    }
+
+    /// Reads a file saved with the checkpoint (see `extra_files` of [`save`]) after checking
+    /// it against its checksum.
+    pub fn read_file(&self, name: &str) -> Result<Vec<u8>> {
+        self.read_verified(name)
     }
 
     /// Builds the model of the checkpoint's config on `device` and loads its weights.

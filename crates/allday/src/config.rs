@@ -151,6 +151,8 @@ pub struct TripletConfig {
     pub batch_size: usize,
     /// Clamp the weights to zero or above after each step, as LPIPS does.
     pub non_negative: bool,
+    /// Write a checkpoint every this many epochs (and always after the last one).
+    pub save_every: usize,
 }
 
 impl Default for TripletConfig {
@@ -163,6 +165,7 @@ impl Default for TripletConfig {
             triplets_per_epoch: 2048,
             batch_size: 128,
             non_negative: true,
+            save_every: 5,
         }
     }
 }
@@ -447,6 +450,7 @@ impl Config {
             ("triplet.epochs", triplet.epochs),
             ("triplet.triplets_per_epoch", triplet.triplets_per_epoch),
             ("triplet.batch_size", triplet.batch_size),
+            ("triplet.save_every", triplet.save_every),
         ] {
             if count == 0 {
                 return Err(invalid(field, 0, "at least 1"));

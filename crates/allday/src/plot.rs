@@ -61,8 +61,8 @@ fn bitmap_error<E: std::error::Error + Send + Sync>(
     }
 }
 
-/// Returns (min, max) of `values` ignoring non-finite ones, widened when they are all equal so
-/// that an axis can span them; (0, 1) when there is no finite value.
+/// Returns (min, max) of the finite `values`, widened when they are all equal so that an axis
+/// can span them. Without any finite value it returns (0, 1).
 fn finite_range(values: impl Iterator<Item = f64>) -> (f64, f64) {
     let (low, high) = values
         .filter(|value| value.is_finite())
@@ -255,6 +255,30 @@ pub fn two_panels(
     })
 }
 
+/// Draws a layer's channel importance, sorted from most to least important, above its
+/// channel weights as a grid. `importance[c]` and `weights[c]` belong to channel c.
+pub fn channel_chart(title: &str, importance: &[f64], weights: &[f32]) -> Result<RgbImage> {
+    let mut order: Vec<usize> = (0..importance.len()).collect();
+    order.sort_by(|&a, &b| importance[b].total_cmp(&importance[a]));
+    let bars: Vec<(String, f64)> = order
+        .iter()
+        .map(|&channel| (channel.to_string(), importance[channel]))
+        .collect();
+    let weights: Vec<f64> = weights.iter().map(|&weight| f64::from(weight)).collect();
+    let label_every = importance.len().div_ceil(32).max(1);
+    two_panels(title, (1000, 1100), |top, bottom| {
+        bar_chart(
+            top,
+            &format!("{title}: importance, most important first"),
+            "channel",
+            "rise of the triplet loss without the channel",
+            &bars,
+            label_every,
+        )?;
+        value_grid(bottom, "learned weight per channel", &weights)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -281,7 +305,8 @@ mod tests {
     fn finite_range_widens_constants() {
         assert_eq!(finite_range([1.0, f64::NAN, 3.0].into_iter()), (1.0, 3.0));
         let (low, high) = finite_range([2.0, 2.0].into_iter());
-        assert!(low < 2.0 && high > 2.0);
+        assert!(low < 2.0);
+        assert!(high > 2.0);
         assert_eq!(finite_range(std::iter::empty()), (0.0, 1.0));
     }
 

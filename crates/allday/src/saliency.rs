@@ -13,7 +13,7 @@ use plotters::style::colors::colormaps::{ColorMap, ViridisRGB};
 use crate::error::{Error, Result};
 use crate::model::{Domain, DoubleVae};
 
-/// Where a channel's activation is read.
+/// The part of a channel's latent activation that a saliency map explains.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Target {
     /// The activation summed over every latent position.
@@ -115,6 +115,33 @@ pub fn saliency_image(image: &Tensor<3>, gradient: &Tensor<3>, scale: u32) -> Rg
         }
     }
     output
+}
+
+/// Renders the saliency of latent `channel` for one image (see [`saliency_image`]).
+///
+/// `pixels` are channel-major `[3, height, width]` in [0, 1], as
+/// [`crate::data::load_image`] returns them; `device` is the autodiff device `model` lives on.
+#[allow(clippy::too_many_arguments)]
+pub fn render_saliency(
+    model: &DoubleVae,
+    domain: Domain,
+    pixels: &[f32],
+    (height, width): (usize, usize),
+    channel: usize,
+    target: Target,
+    scale: u32,
+    device: &Device,
+) -> Result<RgbImage> {
+    let image = Tensor::<4>::from_data(
+        TensorData::new(pixels.to_vec(), [1, 3, height, width]),
+        device,
+    );
+    let gradient = channel_gradient(model, domain, image.clone(), channel, target)?;
+    Ok(saliency_image(
+        &image.reshape([3, height, width]),
+        &gradient,
+        scale,
+    ))
 }
 
 #[cfg(test)]

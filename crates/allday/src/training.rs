@@ -394,6 +394,7 @@ impl Trainer {
             self.epoch,
             self.step,
             &networks,
+            &[],
             CHECKPOINTS_KEPT,
         )
     }

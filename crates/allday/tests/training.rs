@@ -316,3 +316,130 @@ fn copy_dir(from: &Path, to: &Path) {
         }
     }
 }
+
+/// Trains one stage-1 epoch and returns its checkpoint with the images of the run's places.
+fn stage_one(root: &Path) -> (Config, Checkpoint, allday::weighting::TripletData) {
+    let mut config = tiny_config(root);
+    config.training.epochs = 1;
+    config.triplet.triplets_per_epoch = 64;
+    config.triplet.batch_size = 16;
+    config.triplet.epochs = 4;
+    config.triplet.save_every = 2;
+    config.triplet.depth = 2;
+    // The two validation places need a tolerance below their distance to have negatives.
+    config.evaluation.tolerance = 0;
+    let data = TrainingData::load(&config).unwrap();
+    let mut trainer = Trainer::new(config.clone(), &root.join("run"), &default_device(), data)
+        .unwrap()
+        .with_progress(false);
+    trainer.run().unwrap();
+    let checkpoint = Checkpoint::open(&root.join("run")).unwrap();
+    let data = TrainingData::load(&config).unwrap();
+    let triplet_data = allday::weighting::TripletData {
+        train_a: data.train_a,
+        train_b: data.train_b,
+        validation_a: data.validation_a,
+        validation_b: data.validation_b,
+    };
+    (config, checkpoint, triplet_data)
+}
+
+#[test]
+fn triplet_resume_matches_uninterrupted_run() {
+    use allday::weighting::TripletTrainer;
+    let folder = tempfile::tempdir().unwrap();
+    let (config, checkpoint, data) = stage_one(folder.path());
+    let device = default_device();
+    let model = checkpoint.load_model(&device).unwrap();
+
+    let straight_dir = folder.path().join("straight");
+    let mut straight = TripletTrainer::new(
+        &model,
+        &checkpoint,
+        &data,
+        config.clone(),
+        &straight_dir,
+        &device,
+    )
+    .unwrap();
+    straight.run().unwrap();
+    let straight_file = straight.weights_file();
+    assert_eq!(straight_file.history.len(), 4);
+    assert_eq!(
+        straight_file.weights.len(),
+        2,
+        "one weight vector per matched layer"
+    );
+    assert_ne!(
+        straight_file.weights[0],
+        vec![1.0; straight_file.weights[0].len()],
+        "training moved the weights"
+    );
+
+    // Stop after epoch 3, a checkpoint having been written after epoch 2, then resume.
+    let resumed_dir = folder.path().join("resumed");
+    let mut first =
+        TripletTrainer::new(&model, &checkpoint, &data, config, &resumed_dir, &device).unwrap();
+    first.train_epoch().unwrap();
+    first.train_epoch().unwrap();
+    let saved = first.save_checkpoint().unwrap();
+    let weights_at_save = first.weights_file().weights;
+    first.train_epoch().unwrap();
+    drop(first);
+
+    let mut resumed =
+        TripletTrainer::resume(&model, &checkpoint, &data, &resumed_dir, None, &device).unwrap();
+    assert_eq!(resumed.epoch(), 2);
+    assert_eq!(
+        resumed.weights_file().weights,
+        weights_at_save,
+        "the checkpoint restores the weights unchanged ({})",
+        saved.display()
+    );
+    resumed.run().unwrap();
+    let resumed_file = resumed.weights_file();
+    assert_eq!(resumed_file.weights, straight_file.weights);
+    assert_eq!(resumed_file.history, straight_file.history);
+    let metrics = std::fs::read_to_string(resumed_dir.join("metrics.csv")).unwrap();
+    assert_eq!(
+        metrics.lines().count(),
+        5,
+        "header and epochs 1 to 4 once each"
+    );
+}
+
+#[test]
+fn triplet_resume_rejects_other_encoders() {
+    use allday::weighting::TripletTrainer;
+    let folder = tempfile::tempdir().unwrap();
+    let (config, checkpoint, data) = stage_one(folder.path());
+    let device = default_device();
+    let model = checkpoint.load_model(&device).unwrap();
+    let run_dir = folder.path().join("triplet");
+    let mut trainer = TripletTrainer::new(
+        &model,
+        &checkpoint,
+        &data,
+        config.clone(),
+        &run_dir,
+        &device,
+    )
+    .unwrap();
+    trainer.train_epoch().unwrap();
+    trainer.save_checkpoint().unwrap();
+
+    // A second stage-1 run with another seed has other encoder weights.
+    let mut other_config = config;
+    other_config.seed += 1;
+    let other_data = TrainingData::load(&other_config).unwrap();
+    let other_run = folder.path().join("other-run");
+    let mut other = Trainer::new(other_config, &other_run, &device, other_data)
+        .unwrap()
+        .with_progress(false);
+    other.run().unwrap();
+    let other_checkpoint = Checkpoint::open(&other_run).unwrap();
+    let error = TripletTrainer::resume(&model, &other_checkpoint, &data, &run_dir, None, &device)
+        .err()
+        .expect("other encoders are rejected");
+    assert!(error.to_string().contains("other weights"), "{error}");
+}

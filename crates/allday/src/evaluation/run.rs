@@ -251,3 +251,32 @@ pub fn format_table(results: &[MethodResult]) -> String {
     }
     table
 }
+
+/// Formats results as CSV with the columns of [`format_table`]; unmeasured values are empty.
+pub fn format_csv(results: &[MethodResult]) -> String {
+    let mut text = String::from(
+        "method,recall_at_1,recall_at_5,recall_at_10,pr_auc,triplet_loss,triplets_satisfied,silhouette,intra_inter_ratio,queries,database\n",
+    );
+    let optional = |value: Option<f64>| value.map_or(String::new(), |value| value.to_string());
+    for result in results {
+        let metrics = &result.metrics;
+        let triplets = result.triplets;
+        let clustering = result.clustering;
+        let row = [
+            result.name.replace(',', " "),
+            optional(metrics.recall_at(1)),
+            optional(metrics.recall_at(5)),
+            optional(metrics.recall_at(10)),
+            metrics.pr_auc.to_string(),
+            optional(triplets.map(|t| t.loss)),
+            optional(triplets.map(|t| t.satisfied)),
+            optional(clustering.map(|c| c.silhouette)),
+            optional(clustering.map(|c| c.intra_inter_ratio)),
+            metrics.queries.to_string(),
+            metrics.database.to_string(),
+        ];
+        text.push_str(&row.join(","));
+        text.push('\n');
+    }
+    text
+}

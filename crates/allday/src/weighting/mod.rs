@@ -10,19 +10,19 @@
 //! matched layers are summed. With all weights equal and only the latent matched, this is the
 //! unweighted descriptor distance of [`crate::retrieval`].
 
+mod training;
+
+pub use training::{TripletData, TripletEpoch, TripletTrainer, WeightsFile};
+
 use std::collections::HashMap;
-use std::path::Path;
 
 use burn::module::{Module, ModuleMapper, Param};
-use burn::optim::{AdamConfig, GradientsParams};
 use burn::prelude::*;
 use burn::tensor::activation::relu;
 use rand::seq::IndexedRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use serde::{Deserialize, Serialize};
 
-use crate::config::TripletConfig;
 use crate::data::{ImageEntry, ImageSet};
 use crate::error::{Error, Result};
 use crate::model::{Domain, DoubleVae};
@@ -350,6 +350,35 @@ pub fn channel_importance(
     importance
 }
 
+/// Measures [`channel_importance`] of learned weights on held-out images: `triplets_per_epoch`
+/// triplets of the places in `images_a` and `images_b`, drawn from `seed`. Returns the
+/// importance per layer and the number of triplets.
+pub fn held_out_importance(
+    model: &DoubleVae,
+    images_a: &ImageSet,
+    images_b: &ImageSet,
+    file: &WeightsFile,
+    tolerance: usize,
+    seed: u64,
+    device: &Device,
+) -> Result<(Vec<Vec<f64>>, usize)> {
+    let extract = |domain, images: &ImageSet| {
+        LayerFeatures::extract(model, domain, images, file.depth, device)
+    };
+    let pool = extract(Domain::A, images_a).concat(&extract(Domain::B, images_b));
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let triplets = sample_triplets(
+        &images_a.entries,
+        &images_b.entries,
+        tolerance,
+        file.config.triplets_per_epoch,
+        &mut rng,
+    )?;
+    let weights = ChannelWeights::from_values(&file.weights, device);
+    let importance = channel_importance(&weights, &pool, &triplets, file.config.margin, device);
+    Ok((importance, triplets.len()))
+}
+
 /// Returns the smallest share of channels (0 to 1) whose importances, largest first, add up to
 /// `fraction` of the total positive importance. Channels with zero or negative importance never
 /// count towards it; with no positive importance the share is 0.
@@ -372,138 +401,6 @@ pub fn share_carrying(importance: &[f64], fraction: f64) -> f64 {
         }
     }
     positive.len() as f64 / importance.len() as f64
-}
-
-/// Losses of one epoch of triplet training.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct TripletEpoch {
-    pub epoch: usize,
-    pub train_loss: f64,
-    pub validation_loss: f64,
-    pub validation_satisfied: f64,
-}
-
-/// Features of the training and validation places of both domains.
-pub struct TripletData {
-    pub train_a: ImageSet,
-    pub train_b: ImageSet,
-    pub validation_a: ImageSet,
-    pub validation_b: ImageSet,
-}
-
-/// Trains channel weights on frozen encoder features and returns them with the per-epoch
-/// losses. Validation triplets are drawn once, so their loss is comparable across epochs.
-pub fn train_weights(
-    model: &DoubleVae,
-    data: &TripletData,
-    config: &TripletConfig,
-    tolerance: usize,
-    seed: u64,
-    device: &Device,
-) -> Result<(ChannelWeights, Vec<TripletEpoch>)> {
-    let autodiff = device.clone().autodiff();
-    let extract = |domain, images: &ImageSet| {
-        LayerFeatures::extract(model, domain, images, config.depth, device)
-    };
-    let train_pool = extract(Domain::A, &data.train_a)
-        .concat(&extract(Domain::B, &data.train_b))
-        .to_device(&autodiff);
-    let validation_pool =
-        extract(Domain::A, &data.validation_a).concat(&extract(Domain::B, &data.validation_b));
-
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let validation_triplets = sample_triplets(
-        &data.validation_a.entries,
-        &data.validation_b.entries,
-        tolerance,
-        config.triplets_per_epoch,
-        &mut rng,
-    )?;
-
-    let mut weights = ChannelWeights::ones(&train_pool.channels(), &autodiff);
-    let mut optimizer = AdamConfig::new().init();
-    let mut history = Vec::with_capacity(config.epochs);
-    for epoch in 1..=config.epochs {
-        let triplets = sample_triplets(
-            &data.train_a.entries,
-            &data.train_b.entries,
-            tolerance,
-            config.triplets_per_epoch,
-            &mut rng,
-        )?;
-        let mut loss_sum = 0.0;
-        let mut batches = 0;
-        for batch in triplets.chunks(config.batch_size) {
-            let (loss, _) = triplet_loss(&weights, &train_pool, batch, config.margin, &autodiff);
-            loss_sum += f64::from(loss.clone().into_scalar::<f32>());
-            batches += 1;
-            let gradients = GradientsParams::from_grads(loss.backward(), &weights);
-            weights = optimizer.step(config.learning_rate, weights, gradients);
-            if config.non_negative {
-                weights = weights.map(&mut ClampNonNegative);
-            }
-        }
-        let (validation_loss, validation_satisfied) = triplet_loss(
-            &weights.valid(),
-            &validation_pool,
-            &validation_triplets,
-            config.margin,
-            device,
-        );
-        let record = TripletEpoch {
-            epoch,
-            train_loss: loss_sum / batches.max(1) as f64,
-            validation_loss: f64::from(validation_loss.into_scalar::<f32>()),
-            validation_satisfied,
-        };
-        tracing::info!(
-            "triplet epoch {epoch}/{}: train loss {:.4}, validation loss {:.4}, satisfied {:.1} %",
-            config.epochs,
-            record.train_loss,
-            record.validation_loss,
-            100.0 * record.validation_satisfied
-        );
-        history.push(record);
-    }
-    Ok((weights.valid(), history))
-}
-
-/// Learned weights as written to disk, with the settings that produced them.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct WeightsFile {
-    /// Matched layers, counted back from the latent.
-    pub depth: usize,
-    /// One vector per layer, deepest (latent) first.
-    pub weights: Vec<Vec<f32>>,
-    pub config: TripletConfig,
-    pub history: Vec<TripletEpoch>,
-}
-
-impl WeightsFile {
-    pub fn save(&self, path: &Path) -> Result<()> {
-        let text = serde_json::to_string_pretty(self).expect("weights serialise to JSON");
-        crate::io::write_atomic(path, text.as_bytes())
-    }
-
-    pub fn load(path: &Path) -> Result<WeightsFile> {
-        let text = std::fs::read_to_string(path).map_err(|source| Error::io(path, source))?;
-        let file: WeightsFile =
-            serde_json::from_str(&text).map_err(|error| Error::InvalidCheckpoint {
-                path: path.to_path_buf(),
-                message: error.to_string(),
-            })?;
-        if file.weights.len() != file.depth || file.depth == 0 {
-            return Err(Error::InvalidCheckpoint {
-                path: path.to_path_buf(),
-                message: format!(
-                    "{} weight vectors for depth {}",
-                    file.weights.len(),
-                    file.depth
-                ),
-            });
-        }
-        Ok(file)
-    }
 }
 
 #[cfg(test)]
