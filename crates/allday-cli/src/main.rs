@@ -1,5 +1,6 @@
 //! `allday`: train a day/night double VAE, evaluate place retrieval, render translations.
 
+mod baseline;
 mod eval;
 mod train;
 mod translate;
@@ -41,6 +42,11 @@ enum Command {
     /// Rank the channels of learned weights by how much the held-out triplet loss rises when
     /// each one alone is removed.
     Channels(weights::ChannelsArgs),
+    /// Evaluate one reference descriptor (VGG-16, EfficientNet-Lite0, raw pixels or HOG) with
+    /// the metrics of `allday eval`.
+    Baseline(baseline::BaselineArgs),
+    /// Print one table of every reference descriptor beside a trained run's embedding.
+    Compare(baseline::CompareArgs),
 }
 
 fn main() {
@@ -51,6 +57,8 @@ fn main() {
         Command::Translate(args) => translate::run(args),
         Command::TrainTriplet(args) => weights::train_triplet(args),
         Command::Channels(args) => weights::channels(args),
+        Command::Baseline(args) => baseline::baseline(args),
+        Command::Compare(args) => baseline::compare(args),
     };
     if let Err(error) = result {
         eprintln!("error: {}", describe(&error));
