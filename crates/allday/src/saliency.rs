@@ -131,6 +131,7 @@ mod tests {
             shared_encoder_blocks: 1,
             shared_decoder_blocks: 1,
             normalization: Normalization::None,
+            ..ModelConfig::default()
         };
         DoubleVae::new(&config, device)
     }

@@ -1,5 +1,6 @@
-//! Pretrained networks: EfficientNet-Lite0 against its reference output, and VGG-16 loaded
-//! from a torchvision-layout file with random weights of the real shapes.
+//! Pretrained networks: EfficientNet-Lite0 against its reference output, VGG-16 loaded from a
+//! torchvision-layout file with random weights of the real shapes, and both as the front of
+//! allday's encoders.
 //!
 //! The EfficientNet-Lite0 weights are read from `../shared/models/efficientnet_lite0` beside the
 //! repository, or from the folder in `ALLDAY_EFFICIENTNET_LITE0`; without them the test prints
@@ -8,9 +9,12 @@
 use std::path::{Path, PathBuf};
 
 use allday::backend::default_device;
+use allday::config::{Config, ModelConfig, PlaceRange, PretrainedInit};
 use allday::error::Error;
 use allday::pretrained::vgg::{CHANNELS, TORCHVISION_INDICES};
 use allday::pretrained::{EfficientNetLite0, Vgg16};
+use allday::training::{Trainer, TrainingData};
+use allday::{Domain, DoubleVae};
 use burn::prelude::*;
 use safetensors::tensor::{Dtype, TensorView};
 
@@ -245,4 +249,212 @@ fn vgg16_file_with_an_extra_layer_names_the_unexpected_key() {
         }
         other => panic!("expected unexpected weights, got {other}"),
     }
+}
+
+fn tiny_config(pretrained: PretrainedInit, weights: &Path, freeze: bool) -> ModelConfig {
+    ModelConfig {
+        channels: [4, 8, 8],
+        private_blocks: 1,
+        shared_encoder_blocks: 1,
+        shared_decoder_blocks: 1,
+        pretrained,
+        pretrained_weights: weights.to_path_buf(),
+        freeze_pretrained: freeze,
+        ..ModelConfig::default()
+    }
+}
+
+#[test]
+fn vgg16_front_initialises_both_encoders() {
+    let folder = tempfile::tempdir().unwrap();
+    let path = folder.path().join("vgg16.safetensors");
+    write_vgg_file(&path, |_| {});
+    let config = tiny_config(PretrainedInit::Vgg16, &path, true);
+    let device = default_device().autodiff();
+    let model = DoubleVae::new(&config, &device)
+        .load_pretrained(&config, &device)
+        .unwrap();
+    assert!(model.encoder_a.stem.is_none());
+    assert!(model.encoder_a.down1.is_none());
+
+    // conv2_2 is torchvision's features.7, written 7th: weight at index 6.
+    for encoder in [&model.encoder_a, &model.encoder_b] {
+        let convs = encoder.pretrained.as_ref().unwrap().vgg.as_ref().unwrap();
+        assert_eq!(convs.len(), 4);
+        let weight: Vec<f32> = convs[3].weight.val().into_data().try_to_vec().unwrap();
+        assert_eq!(weight[..16], values(6, 16)[..]);
+    }
+
+    let images = Tensor::<4>::ones([1, 3, 16, 12], &device).mul_scalar(0.5);
+    let layers = model.encode_layers(Domain::A, images.clone());
+    let shapes: Vec<[usize; 4]> = layers.iter().map(|layer| layer.dims()).collect();
+    // relu1_2, relu2_2, the stride-2 convolution, one private and one shared block.
+    assert_eq!(
+        shapes,
+        [
+            [1, 64, 16, 12],
+            [1, 128, 8, 6],
+            [1, 8, 4, 3],
+            [1, 8, 4, 3],
+            [1, 8, 4, 3]
+        ]
+    );
+
+    // Frozen: the pretrained convolutions get no gradient, the layers after them do.
+    let gradients = model.encode(Domain::A, images).sum().backward();
+    let front = model.encoder_a.pretrained.as_ref().unwrap();
+    assert!(
+        front.vgg.as_ref().unwrap()[0]
+            .weight
+            .val()
+            .grad(&gradients)
+            .is_none()
+    );
+    assert!(
+        model
+            .encoder_a
+            .down2
+            .conv
+            .weight
+            .val()
+            .grad(&gradients)
+            .is_some()
+    );
+}
+
+#[test]
+fn efficientnet_front_is_trainable_unless_frozen() {
+    let Some(folder) = efficientnet_folder() else {
+        return;
+    };
+    let path = folder.join("efficientnet-lite0-57934424.pth");
+    let device = default_device().autodiff();
+    let network = EfficientNetLite0::load(&path, &device).unwrap();
+    let config = tiny_config(PretrainedInit::EfficientNetLite0, &path, false);
+    let model = DoubleVae::new(&config, &device)
+        .load_pretrained(&config, &device)
+        .unwrap();
+    let front = model.encoder_b.pretrained.as_ref().unwrap();
+    let stem = front.efficientnet_stem.as_ref().unwrap();
+    let expected: Vec<f32> = network
+        .conv_stem
+        .weight
+        .val()
+        .into_data()
+        .try_to_vec()
+        .unwrap();
+    let loaded: Vec<f32> = stem.weight.val().into_data().try_to_vec().unwrap();
+    assert_eq!(loaded, expected);
+
+    let images = Tensor::<4>::ones([1, 3, 16, 12], &device).mul_scalar(0.5);
+    let latent = model.encode(Domain::B, images);
+    assert_eq!(latent.dims(), [1, 8, 4, 3]);
+    let gradients = latent.sum().backward();
+    assert!(stem.weight.val().grad(&gradients).is_some());
+}
+
+#[test]
+fn pretrained_init_without_weights_file_fails() {
+    let folder = tempfile::tempdir().unwrap();
+    let absent = folder.path().join("vgg16-397923af.pth");
+    let config = tiny_config(PretrainedInit::Vgg16, &absent, true);
+    let device = default_device();
+    let error = DoubleVae::new(&config, &device)
+        .load_pretrained(&config, &device)
+        .unwrap_err();
+    assert!(
+        matches!(&error, Error::WeightsNotFound { path } if *path == absent),
+        "{error}"
+    );
+}
+
+/// Writes 10 day and 10 night 24×16 images with a place-dependent stripe pattern.
+fn write_places(root: &Path) {
+    for (folder, gain) in [("day", 1.0f32), ("night", 0.3)] {
+        let folder = root.join(folder);
+        std::fs::create_dir_all(&folder).unwrap();
+        for place in 0..10u32 {
+            let image = image::RgbImage::from_fn(24, 16, |x, y| {
+                let stripe = ((x + 3 * place) / 4) % 2;
+                let value = if stripe == 0 { 200.0 } else { 60.0 } * gain + y as f32;
+                image::Rgb([value as u8, value as u8, 100])
+            });
+            image
+                .save(folder.join(format!("Image{place:03}.png")))
+                .unwrap();
+        }
+    }
+}
+
+fn first_vgg_weight(model: &DoubleVae) -> Vec<f32> {
+    let front = model.encoder_a.pretrained.as_ref().unwrap();
+    front.vgg.as_ref().unwrap()[0]
+        .weight
+        .val()
+        .into_data()
+        .try_to_vec()
+        .unwrap()
+}
+
+fn down2_weight(model: &DoubleVae) -> Vec<f32> {
+    model
+        .encoder_a
+        .down2
+        .conv
+        .weight
+        .val()
+        .into_data()
+        .try_to_vec()
+        .unwrap()
+}
+
+#[test]
+fn frozen_front_stays_fixed_through_training_and_resume() {
+    let folder = tempfile::tempdir().unwrap();
+    let weights = folder.path().join("vgg16.safetensors");
+    write_vgg_file(&weights, |_| {});
+    write_places(folder.path());
+    let mut config = Config::default();
+    config.data.root = folder.path().to_path_buf();
+    config.data.domain_a = vec!["day".into()];
+    config.data.domain_b = vec!["night".into()];
+    config.data.width = 16;
+    config.data.height = 12;
+    config.data.train_places = PlaceRange { start: 0, end: 8 };
+    config.data.validation_places = PlaceRange { start: 8, end: 10 };
+    config.model = tiny_config(PretrainedInit::Vgg16, &weights, true);
+    config.training.batch_size = 4;
+    config.training.epochs = 1;
+    config.training.save_every = 1;
+    config.optimizer.learning_rate = 1e-2;
+    let run = folder.path().join("run");
+    let device = default_device();
+
+    let data = TrainingData::load(&config).unwrap();
+    let mut trainer = Trainer::new(config.clone(), &run, &device, data)
+        .unwrap()
+        .with_progress(false);
+    let pretrained = first_vgg_weight(trainer.model());
+    assert_eq!(pretrained, values(0, 64 * 3 * 9));
+    let down2 = down2_weight(trainer.model());
+    trainer.run().unwrap();
+    assert_eq!(first_vgg_weight(trainer.model()), pretrained);
+    assert_ne!(down2_weight(trainer.model()), down2);
+
+    // Freezing is not stored in the checkpoint; resuming must freeze again.
+    let mut resumed = Trainer::resume(&run, &device, Some(2), None)
+        .unwrap()
+        .with_progress(false);
+    resumed.run().unwrap();
+    assert_eq!(resumed.epoch(), 2);
+    assert_eq!(first_vgg_weight(resumed.model()), pretrained);
+
+    // Fine-tuning trains the same layers.
+    config.model.freeze_pretrained = false;
+    let data = TrainingData::load(&config).unwrap();
+    let mut tuned = Trainer::new(config, &folder.path().join("tuned"), &device, data)
+        .unwrap()
+        .with_progress(false);
+    tuned.run().unwrap();
+    assert_ne!(first_vgg_weight(tuned.model()), pretrained);
 }

@@ -8,6 +8,7 @@
 //! pooled ([`crate::pooling`]).
 
 pub mod efficientnet;
+pub mod encoder;
 pub mod import;
 pub mod vgg;
 
