@@ -1,5 +1,6 @@
 //! `allday`: train a day/night double VAE, evaluate place retrieval, render translations.
 
+mod baseline;
 mod eval;
 mod saliency;
 mod train;
@@ -47,6 +48,11 @@ enum Command {
     /// Write heat maps of the input pixels that drive chosen latent channels (the gradient of
     /// a channel's activation with respect to the image).
     Saliency(saliency::SaliencyArgs),
+    /// Evaluate one reference descriptor (VGG-16, EfficientNet-Lite0, raw pixels or HOG) with
+    /// the metrics of `allday eval`.
+    Baseline(baseline::BaselineArgs),
+    /// Print one table of every reference descriptor beside a trained run's embedding.
+    Compare(baseline::CompareArgs),
 }
 
 fn main() {
@@ -59,6 +65,8 @@ fn main() {
         Command::Channels(args) => weights::channels(args),
         Command::DepthSweep(args) => weights::depth_sweep(args),
         Command::Saliency(args) => saliency::run(args),
+        Command::Baseline(args) => baseline::baseline(args),
+        Command::Compare(args) => baseline::compare(args),
     };
     if let Err(error) = result {
         eprintln!("error: {}", describe(&error));

@@ -82,6 +82,28 @@ pub struct ModelConfig {
     /// Normalisation after every encoder convolution and inside every residual block. The
     /// decoders' upsampling stages always use batch norm.
     pub normalization: Normalization,
+    /// ImageNet-pretrained layers in place of each encoder's stem and first stride-2
+    /// convolution (see [`crate::pretrained::encoder`]); `none` trains every layer from scratch.
+    pub pretrained: PretrainedInit,
+    /// PyTorch weights of `pretrained` (.pth or .safetensors); empty means the network's usual
+    /// location. Read once, when a run starts; checkpoints carry the weights afterwards.
+    pub pretrained_weights: PathBuf,
+    /// Keep the pretrained layers fixed (`true`) or train them with the rest (`false`).
+    pub freeze_pretrained: bool,
+}
+
+/// The pretrained network whose first layers start each encoder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PretrainedInit {
+    /// No pretrained layers: the 7×7 stem and a 4×4 stride-2 convolution, trained from scratch.
+    #[serde(rename = "none")]
+    None,
+    /// VGG-16's conv1_1 to conv2_2 (torchvision's weights).
+    #[serde(rename = "vgg16")]
+    Vgg16,
+    /// EfficientNet-Lite0's stem and stage 1.
+    #[serde(rename = "efficientnet-lite0")]
+    EfficientNetLite0,
 }
 
 /// Feature normalisation inside the encoders and residual blocks.
@@ -226,6 +248,9 @@ impl Default for ModelConfig {
             shared_encoder_blocks: 2,
             shared_decoder_blocks: 2,
             normalization: Normalization::None,
+            pretrained: PretrainedInit::None,
+            pretrained_weights: PathBuf::new(),
+            freeze_pretrained: true,
         }
     }
 }

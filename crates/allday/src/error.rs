@@ -103,6 +103,50 @@ pub enum Error {
     #[error("invalid weights {path}: {message}")]
     Weights { path: PathBuf, message: String },
 
+    #[error(
+        "pretrained weights file not found: {path} (pass the file with --weights; see the README for where to get it)"
+    )]
+    WeightsNotFound { path: PathBuf },
+
+    #[error(
+        "cannot tell the format of weights file {path}: expected a .pth or .pt PyTorch state dict or a .safetensors file"
+    )]
+    WeightFormat { path: PathBuf },
+
+    #[error(
+        "weights file {path} lacks {} tensor(s) the network needs: {}; is it the right network?",
+        keys.len(),
+        list_keys(keys)
+    )]
+    MissingWeights { path: PathBuf, keys: Vec<WeightKey> },
+
+    #[error(
+        "weights file {path} holds {} tensor(s) the network has no place for: {}; is it the right network?",
+        keys.len(),
+        list_keys(keys)
+    )]
+    UnexpectedWeights { path: PathBuf, keys: Vec<WeightKey> },
+
+    #[error(
+        "weights file {path}: tensor `{key}` has shape {found:?}, but the network expects {expected:?}"
+    )]
+    WeightShape {
+        path: PathBuf,
+        key: String,
+        expected: Vec<usize>,
+        found: Vec<usize>,
+    },
+
+    #[error(
+        "spatial descriptors need every image at the same size, but {first} gives a {first_grid:?} feature grid and {other} gives {other_grid:?}; use a global pooling instead"
+    )]
+    GridMismatch {
+        first: PathBuf,
+        first_grid: [usize; 2],
+        other: PathBuf,
+        other_grid: [usize; 2],
+    },
+
     #[error("cannot write PNG {path}: {source}")]
     WritePng {
         path: PathBuf,
@@ -137,6 +181,28 @@ pub enum Error {
         terms: String,
         checkpoint: String,
     },
+}
+
+/// A tensor of a weights file, named by the file's key, with its shape.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WeightKey {
+    pub key: String,
+    pub shape: Vec<usize>,
+}
+
+/// Lists the first keys with their shapes; a long list ends with the count left out.
+fn list_keys(keys: &[WeightKey]) -> String {
+    const SHOWN: usize = 8;
+    let mut text = keys
+        .iter()
+        .take(SHOWN)
+        .map(|key| format!("`{}` {:?}", key.key, key.shape))
+        .collect::<Vec<_>>()
+        .join(", ");
+    if keys.len() > SHOWN {
+        text.push_str(&format!(" and {} more", keys.len() - SHOWN));
+    }
+    text
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

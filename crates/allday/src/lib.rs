@@ -5,7 +5,8 @@
 //! Stage 1 trains a double variational autoencoder in the style of UNIT without labels
 //! ([`model`], [`loss`], [`training`]). Its shared latent space is the place descriptor
 //! ([`retrieval`]), measured by Recall@N and PR-AUC ([`evaluation`]) against a raw-pixel
-//! baseline ([`baseline`]). Stage 2 learns a weight per latent channel from labelled
+//! baseline ([`baseline`]), HOG ([`hog`]) and ImageNet-pretrained networks ([`pretrained`],
+//! pooled by [`pooling`]). Stage 2 learns a weight per latent channel from labelled
 //! triplets of places on the frozen encoders ([`weighting`]).
 
 pub mod backend;
@@ -15,10 +16,13 @@ pub mod config;
 pub mod data;
 pub mod error;
 pub mod evaluation;
+pub mod hog;
 pub mod io;
 pub mod loss;
 pub mod model;
 pub mod plot;
+pub mod pooling;
+pub mod pretrained;
 pub mod retrieval;
 pub mod saliency;
 pub mod training;

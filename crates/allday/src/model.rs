@@ -15,6 +15,8 @@ use burn::prelude::*;
 use burn::tensor::activation::{relu, sigmoid};
 
 use crate::config::{ModelConfig, Normalization};
+use crate::error::Result;
+use crate::pretrained::encoder::PretrainedFront;
 
 /// One of the two image domains.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -114,10 +116,14 @@ impl ResidualBlock {
 }
 
 /// The layers of one domain's encoder before the shared blocks.
+///
+/// Either `stem` and `down1` or `pretrained` is present (`model.pretrained` in the config).
 #[derive(Module, Debug)]
 pub struct PrivateEncoder {
-    pub stem: ConvUnit,
-    pub down1: ConvUnit,
+    pub stem: Option<ConvUnit>,
+    pub down1: Option<ConvUnit>,
+    /// Pretrained layers in place of `stem` and `down1`, with the same output resolution.
+    pub pretrained: Option<PretrainedFront>,
     pub down2: ConvUnit,
     pub blocks: Vec<ResidualBlock>,
 }
@@ -126,10 +132,20 @@ impl PrivateEncoder {
     pub fn new(config: &ModelConfig, device: &Device) -> Self {
         let [c1, c2, c3] = config.channels;
         let norm = config.normalization;
+        let pretrained = PretrainedFront::new(config.pretrained, device);
+        let (stem, down1, front_channels) = match &pretrained {
+            Some(_) => (None, None, PretrainedFront::channels(config.pretrained)),
+            None => (
+                Some(ConvUnit::new(3, c1, 7, 1, norm, device)),
+                Some(ConvUnit::new(c1, c2, 4, 2, norm, device)),
+                c2,
+            ),
+        };
         PrivateEncoder {
-            stem: ConvUnit::new(3, c1, 7, 1, norm, device),
-            down1: ConvUnit::new(c1, c2, 4, 2, norm, device),
-            down2: ConvUnit::new(c2, c3, 4, 2, norm, device),
+            stem,
+            down1,
+            pretrained,
+            down2: ConvUnit::new(front_channels, c3, 4, 2, norm, device),
             blocks: (0..config.private_blocks)
                 .map(|_| ResidualBlock::new(c3, norm, device))
                 .collect(),
@@ -140,10 +156,17 @@ impl PrivateEncoder {
     ///
     /// `[batch, 3, h, w]` → `[batch, c3, h/4, w/4]`.
     fn forward(&self, image: Tensor<4>, activations: &mut Vec<Tensor<4>>) -> Tensor<4> {
-        let x = relu(self.stem.forward(image)); // [batch, c1, h, w]
-        activations.push(x.clone());
-        let x = relu(self.down1.forward(x)); // [batch, c2, h/2, w/2]
-        activations.push(x.clone());
+        let x = match (&self.pretrained, &self.stem, &self.down1) {
+            (Some(front), _, _) => front.forward(image, activations), // [batch, _, h/2, w/2]
+            (None, Some(stem), Some(down1)) => {
+                let x = relu(stem.forward(image)); // [batch, c1, h, w]
+                activations.push(x.clone());
+                let x = relu(down1.forward(x)); // [batch, c2, h/2, w/2]
+                activations.push(x.clone());
+                x
+            }
+            _ => unreachable!("PrivateEncoder::new builds either the stem or a pretrained front"),
+        };
         let mut x = relu(self.down2.forward(x)); // [batch, c3, h/4, w/4]
         activations.push(x.clone());
         for block in &self.blocks {
@@ -224,6 +247,33 @@ impl DoubleVae {
         }
     }
 
+    /// Loads the pretrained layers of `config.pretrained` into both encoders (one copy each,
+    /// so that each domain fine-tunes its own) and freezes them when
+    /// `config.freeze_pretrained` is set. A model without pretrained layers is returned as it is.
+    pub fn load_pretrained(mut self, config: &ModelConfig, device: &Device) -> Result<Self> {
+        let Some(network) = Option::<crate::pretrained::Network>::from(config.pretrained) else {
+            return Ok(self);
+        };
+        let path = if config.pretrained_weights.as_os_str().is_empty() {
+            network.default_weights()
+        } else {
+            config.pretrained_weights.clone()
+        };
+        self.encoder_a.pretrained = PretrainedFront::load(config.pretrained, &path, device)?;
+        self.encoder_b.pretrained = PretrainedFront::load(config.pretrained, &path, device)?;
+        Ok(self.freeze_pretrained(config))
+    }
+
+    /// Freezes the pretrained layers of both encoders when `config.freeze_pretrained` is set.
+    /// Freezing is not stored in checkpoints, so a resumed run calls this again.
+    pub fn freeze_pretrained(mut self, config: &ModelConfig) -> Self {
+        if config.freeze_pretrained {
+            self.encoder_a.pretrained = self.encoder_a.pretrained.map(Module::freeze);
+            self.encoder_b.pretrained = self.encoder_b.pretrained.map(Module::freeze);
+        }
+        self
+    }
+
     /// Encodes images of `domain` and returns the activation after every encoder layer, in
     /// order: stem, first and second stride-2 convolution, then each private and each shared
     /// residual block. The last activation is the latent mean.
@@ -295,6 +345,7 @@ mod tests {
             shared_encoder_blocks: 2,
             shared_decoder_blocks: 2,
             normalization: Normalization::Instance,
+            ..ModelConfig::default()
         }
     }
 
@@ -378,7 +429,7 @@ mod tests {
         let before_b = model.encode(Domain::B, images.clone());
 
         let mut changed = model.clone();
-        perturb(&mut changed.encoder_a.stem);
+        perturb(changed.encoder_a.stem.as_mut().unwrap());
         let after_a = changed.encode(Domain::A, images.clone());
         let after_b = changed.encode(Domain::B, images);
         assert!(max_abs_difference(before_a, after_a) > 1e-3);

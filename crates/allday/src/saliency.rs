@@ -158,6 +158,7 @@ mod tests {
             shared_encoder_blocks: 1,
             shared_decoder_blocks: 1,
             normalization: Normalization::None,
+            ..ModelConfig::default()
         };
         DoubleVae::new(&config, device)
     }

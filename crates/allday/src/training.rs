@@ -235,7 +235,8 @@ impl Trainer {
         std::fs::create_dir_all(run_dir).map_err(|source| Error::io(run_dir, source))?;
         let device = device.clone().autodiff();
         device.seed(config.seed);
-        let model = DoubleVae::new(&config.model, &device);
+        let model =
+            DoubleVae::new(&config.model, &device).load_pretrained(&config.model, &device)?;
         checkpoint::check_free_space(
             run_dir,
             checkpoint::estimated_checkpoint_bytes(&model, CHECKPOINTS_KEPT),
@@ -303,7 +304,9 @@ impl Trainer {
         data: TrainingData,
     ) -> Result<Trainer> {
         let device = device.clone().autodiff();
-        let model = checkpoint.load_model(&device)?;
+        let model = checkpoint
+            .load_model(&device)?
+            .freeze_pretrained(&config.model);
         let optimizer = checkpoint.load_optimizer(checkpoint::VAE, optimizer(&config))?;
         checkpoint::check_free_space(
             run_dir,

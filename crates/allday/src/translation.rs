@@ -111,6 +111,7 @@ mod tests {
             shared_encoder_blocks: 1,
             shared_decoder_blocks: 1,
             normalization: crate::config::Normalization::Instance,
+            ..ModelConfig::default()
         };
         let model = DoubleVae::new(&config, &device);
         let image = || Tensor::<4>::ones([1, 3, 8, 12], &device).mul_scalar(0.5);

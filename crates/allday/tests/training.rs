@@ -52,6 +52,7 @@ fn tiny_config(root: &Path) -> Config {
         shared_encoder_blocks: 1,
         shared_decoder_blocks: 1,
         normalization: Normalization::Instance,
+        ..ModelConfig::default()
     };
     config.training.batch_size = 4;
     config.training.save_every = 1;

@@ -13,7 +13,10 @@ use crate::evaluation::{
     Clustering, GroundTruth, RetrievalMetrics, TripletMetrics, clustering, evaluate,
     triplet_metrics,
 };
+use crate::hog::hog_descriptors;
 use crate::model::{Domain, DoubleVae};
+use crate::pooling::Pooling;
+use crate::pretrained::{Backbone, Descriptors, network_descriptors};
 use crate::retrieval::{
     DistanceMatrix, cosine_distances, encode_descriptors, per_position_distances,
 };
@@ -71,7 +74,7 @@ impl MethodResult {
     /// `concat` appends one set's descriptors to another's and `distances` compares a set of
     /// query descriptors with a set of database descriptors.
     #[allow(clippy::too_many_arguments)]
-    fn measure<X>(
+    pub fn measure<X>(
         name: String,
         queries: X,
         database: X,
@@ -203,6 +206,92 @@ pub fn evaluate_pixels(
         ground_truth,
         margin,
     ))
+}
+
+/// Retrieval with HOG descriptors (128×96 grey, 9 orientations, 16-pixel cells, 2×2-cell
+/// blocks) and cosine distance.
+pub fn evaluate_hog(
+    sets: &EvaluationSets,
+    ground_truth: &GroundTruth,
+    margin: f64,
+    device: &Device,
+) -> Result<MethodResult> {
+    let database = hog_descriptors(&sets.database.entries, sets.database.max_pixels, device)?;
+    let queries = hog_descriptors(&sets.queries.entries, sets.queries.max_pixels, device)?;
+    Ok(MethodResult::measure(
+        "HOG 128x96".into(),
+        queries,
+        database,
+        concat_rows,
+        |queries, database| cosine_distances(queries.clone(), database.clone()),
+        sets,
+        ground_truth,
+        margin,
+    ))
+}
+
+/// Retrieval with precomputed descriptors: global ones by cosine distance, spatial ones
+/// position by position as the latent.
+///
+/// Panics when one side is global and the other spatial, which the callers rule out by
+/// computing both with one pooling.
+pub fn evaluate_descriptors(
+    name: String,
+    queries: Descriptors,
+    database: Descriptors,
+    sets: &EvaluationSets,
+    ground_truth: &GroundTruth,
+    margin: f64,
+) -> MethodResult {
+    match (queries, database) {
+        (Descriptors::Global(queries), Descriptors::Global(database)) => MethodResult::measure(
+            name,
+            queries,
+            database,
+            concat_rows,
+            |queries, database| cosine_distances(queries.clone(), database.clone()),
+            sets,
+            ground_truth,
+            margin,
+        ),
+        (Descriptors::Spatial(queries), Descriptors::Spatial(database)) => MethodResult::measure(
+            name,
+            queries,
+            database,
+            concat_rows,
+            |queries, database| per_position_distances(queries.clone(), database.clone()),
+            sets,
+            ground_truth,
+            margin,
+        ),
+        _ => panic!("query and database descriptors of different kinds"),
+    }
+}
+
+/// Retrieval with a pretrained network's last convolution map under each `(name, pooling)`,
+/// from one pass of the network over the images; the same network describes database and
+/// queries. Returns one result per pooling, in order.
+pub fn evaluate_network(
+    backbone: &Backbone,
+    poolings: &[(String, Pooling)],
+    sets: &EvaluationSets,
+    ground_truth: &GroundTruth,
+    margin: f64,
+    device: &Device,
+) -> Result<Vec<MethodResult>> {
+    let kinds: Vec<Pooling> = poolings.iter().map(|(_, pooling)| *pooling).collect();
+    let describe = |set: &crate::data::ImageSet| {
+        network_descriptors(backbone, &kinds, &set.entries, set.max_pixels, device)
+    };
+    let database = describe(&sets.database)?;
+    let queries = describe(&sets.queries)?;
+    Ok(poolings
+        .iter()
+        .zip(queries.into_iter().zip(database))
+        .map(|((name, _), (queries, database))| {
+            evaluate_descriptors(name.clone(), queries, database, sets, ground_truth, margin)
+        })
+        .collect())
 }
 
 /// Formats results as an aligned text table, one method per row. Triplet and clustering
