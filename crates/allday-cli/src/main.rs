@@ -1,6 +1,8 @@
 //! `allday`: train a day/night double VAE, evaluate place retrieval, render translations.
 
+mod data;
 mod eval;
+mod index;
 mod train;
 mod translate;
 mod weights;
@@ -41,6 +43,14 @@ enum Command {
     /// Rank the channels of learned weights by how much the held-out triplet loss rises when
     /// each one alone is removed.
     Channels(weights::ChannelsArgs),
+    /// Encode image folders into a descriptor index, or add new images to one.
+    Index(index::IndexArgs),
+    /// Find the nearest indexed images of query images.
+    Search(index::SearchArgs),
+    /// Write an index's global descriptors as .npy and safetensors, with their image paths.
+    Export(index::ExportArgs),
+    /// Download datasets.
+    Data(data::DataArgs),
 }
 
 fn main() {
@@ -51,6 +61,10 @@ fn main() {
         Command::Translate(args) => translate::run(args),
         Command::TrainTriplet(args) => weights::train_triplet(args),
         Command::Channels(args) => weights::channels(args),
+        Command::Index(args) => index::index(args),
+        Command::Search(args) => index::search(args),
+        Command::Export(args) => index::export(args),
+        Command::Data(args) => data::run(args),
     };
     if let Err(error) = result {
         eprintln!("error: {}", describe(&error));
