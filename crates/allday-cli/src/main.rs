@@ -1,7 +1,9 @@
 //! `allday`: train a day/night double VAE, evaluate place retrieval, render translations.
 
 mod baseline;
+mod data;
 mod eval;
+mod index;
 mod saliency;
 mod train;
 mod translate;
@@ -53,6 +55,14 @@ enum Command {
     Baseline(baseline::BaselineArgs),
     /// Print one table of every reference descriptor beside a trained run's embedding.
     Compare(baseline::CompareArgs),
+    /// Encode image folders into a descriptor index, or add new images to one.
+    Index(index::IndexArgs),
+    /// Find the nearest indexed images of query images.
+    Search(index::SearchArgs),
+    /// Write an index's global descriptors as .npy and safetensors, with their image paths.
+    Export(index::ExportArgs),
+    /// Download datasets.
+    Data(data::DataArgs),
 }
 
 fn main() {
@@ -67,6 +77,10 @@ fn main() {
         Command::Saliency(args) => saliency::run(args),
         Command::Baseline(args) => baseline::baseline(args),
         Command::Compare(args) => baseline::compare(args),
+        Command::Index(args) => index::index(args),
+        Command::Search(args) => index::search(args),
+        Command::Export(args) => index::export(args),
+        Command::Data(args) => data::run(args),
     };
     if let Err(error) = result {
         eprintln!("error: {}", describe(&error));

@@ -181,6 +181,51 @@ pub enum Error {
         terms: String,
         checkpoint: String,
     },
+
+    #[error(
+        "{path} is not an allday index (no manifest.json, but other files); choose a new --out or an empty folder"
+    )]
+    NotAnIndex { path: PathBuf },
+
+    #[error("index {path} is damaged: {message}; build it again with `allday index`")]
+    InvalidIndex { path: PathBuf, message: String },
+
+    #[error(
+        "index {path} was built with checkpoint weights {index_fingerprint}, but {checkpoint} has weights {checkpoint_fingerprint}; pass the checkpoint the index was built with, or build a new index with --out"
+    )]
+    ForeignCheckpoint {
+        path: PathBuf,
+        index_fingerprint: String,
+        checkpoint: PathBuf,
+        checkpoint_fingerprint: String,
+    },
+
+    #[error(
+        "index {path} holds {field} {index_value}, but {given_value} was asked for; build a separate index with another --out"
+    )]
+    IndexMismatch {
+        path: PathBuf,
+        field: &'static str,
+        index_value: String,
+        given_value: String,
+    },
+
+    #[error("invalid .npy file {path}: {message}")]
+    Npy { path: PathBuf, message: String },
+
+    #[error("cannot write safetensors file {path}: {message}")]
+    Safetensors { path: PathBuf, message: String },
+
+    #[error("download of {url} failed: {message}")]
+    Download { url: String, message: String },
+
+    #[error("archive {path} is not a usable dataset archive: {message}")]
+    Archive { path: PathBuf, message: String },
+
+    #[error(
+        "{path} exists but does not hold the complete dataset ({message}); remove it or choose another --dir"
+    )]
+    IncompleteDataset { path: PathBuf, message: String },
 }
 
 /// A tensor of a weights file, named by the file's key, with its shape.

@@ -16,10 +16,15 @@ pub mod config;
 pub mod data;
 pub mod error;
 pub mod evaluation;
+#[cfg(feature = "fetch")]
+pub mod fetch;
 pub mod hog;
+pub mod index;
 pub mod io;
 pub mod loss;
+pub mod match_grid;
 pub mod model;
+pub mod npy;
 pub mod plot;
 pub mod pooling;
 pub mod pretrained;

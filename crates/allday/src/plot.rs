@@ -13,10 +13,11 @@ use plotters::style::colors::colormaps::ViridisRGB;
 use crate::error::{Error, Result};
 
 const FONT: &[u8] = include_bytes!("../assets/fonts/DejaVuSans.ttf");
-const FAMILY: &str = "sans-serif";
+/// Font family name under which the embedded font is registered with plotters.
+pub(crate) const FAMILY: &str = "sans-serif";
 
 /// Registers the embedded font under the family name the charts ask for.
-fn register_font() {
+pub(crate) fn register_font() {
     static REGISTER: Once = Once::new();
     REGISTER.call_once(|| {
         if plotters::style::register_font(FAMILY, FontStyle::Normal, FONT).is_err() {
