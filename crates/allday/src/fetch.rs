@@ -25,7 +25,7 @@ use crate::error::{Error, Result};
 pub const GARDENS_POINT_URL: &str =
     "https://www.tu-chemnitz.de/etit/proaut/datasets/GardensPoint_Walking.zip";
 
-/// What a complete copy of a dataset holds.
+/// The contents of a complete copy of a dataset.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DatasetSpec {
     /// Folder names, each of which must appear once in the archive (at any depth, all under
@@ -45,7 +45,7 @@ impl DatasetSpec {
     }
 }
 
-/// What [`fetch`] did.
+/// The outcome of [`fetch`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FetchOutcome {
     /// The target folder was complete already; nothing was downloaded.
@@ -54,7 +54,7 @@ pub enum FetchOutcome {
     Downloaded { bytes: u64 },
 }
 
-/// Checks that `dir` holds every folder of `spec` with exactly the expected number of images,
+/// Checks that `dir` contains every folder of `spec` with exactly the expected number of images,
 /// all decodable. Returns a description of the first problem.
 pub fn check_dataset(dir: &Path, spec: &DatasetSpec) -> std::result::Result<(), String> {
     for folder in &spec.folders {
@@ -163,7 +163,7 @@ pub fn download(url: &str, path: &Path, show_progress: bool) -> Result<u64> {
         .build();
     let response = agent.get(url).call().map_err(|error| match error {
         ureq::Error::Status(code, response) => download_error(format!(
-            "the server answered {code} {}",
+            "the server returned {code} {}",
             response.status_text()
         )),
         ureq::Error::Transport(transport) => download_error(transport.to_string()),

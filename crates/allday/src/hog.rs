@@ -28,7 +28,7 @@ const HYS_CLIP: f32 = 0.2;
 /// Added (squared) under the block norm, as scikit-image does.
 const BLOCK_EPSILON: f32 = 1e-5;
 
-/// The length of the descriptor of a `width`×`height` image.
+/// Returns the length of the descriptor of a `width`×`height` image.
 pub fn descriptor_len(width: usize, height: usize) -> usize {
     let blocks_x = (width / CELL + 1).saturating_sub(BLOCK);
     let blocks_y = (height / CELL + 1).saturating_sub(BLOCK);
@@ -83,7 +83,7 @@ fn normalise_block(values: &mut [f32]) {
     }
 }
 
-/// The HOG descriptor of a row-major grey image of any size, blocks in row-major order.
+/// Computes the HOG descriptor of a row-major grey image of any size, blocks in row-major order.
 pub fn hog(grey: &[f32], width: usize, height: usize) -> Vec<f32> {
     let histograms = cell_histograms(grey, width, height);
     let cells_x = width / CELL;
@@ -110,7 +110,7 @@ pub fn hog(grey: &[f32], width: usize, height: usize) -> Vec<f32> {
     descriptor
 }
 
-/// The HOG descriptor of an image file: grey (Rec. 709 luma), bilinear resize to 128×96.
+/// Computes the HOG descriptor of an image file: grey (Rec. 709 luma), bilinear resize to 128×96.
 pub fn hog_descriptor(path: &Path, max_pixels: u64) -> Result<Vec<f32>> {
     let image = decode_image(path, max_pixels)?;
     let grey = image::imageops::resize(

@@ -50,7 +50,7 @@ pub fn grid_size(rows: usize, columns: usize, tile_width: u32, tile_height: u32)
     (width, height)
 }
 
-/// Loads a thumbnail the way the network sees images: resized to cover the tile and centre
+/// Loads a thumbnail the way the network receives images: resized to cover the tile and centre
 /// cropped.
 fn thumbnail(path: &Path, width: u32, height: u32, max_pixels: u64) -> Result<RgbImage> {
     let (w, h) = (width as usize, height as usize);

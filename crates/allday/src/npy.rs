@@ -17,7 +17,7 @@ use crate::error::{Error, Result};
 
 const MAGIC: &[u8; 6] = b"\x93NUMPY";
 /// Total size of the preamble and header the writer reserves: a multiple of 64 (as the format
-/// asks) with room for a shape of several 20-digit dimensions.
+/// requires) with room for a shape of several 20-digit dimensions.
 pub const HEADER_BYTES: usize = 128;
 /// Bytes before the dict: magic, two version bytes and the u16 length.
 const PREAMBLE_BYTES: usize = 10;

@@ -129,7 +129,7 @@ fn complete_archive_unpacks_once() {
     );
 }
 
-/// Runs a fetch that must fail and checks that the folder it was given holds nothing new.
+/// Runs a fetch that must fail and checks that the folder it was given contains nothing new.
 fn assert_fails_cleanly(url: &str, spec: &DatasetSpec) -> Error {
     let folder = tempfile::tempdir().unwrap();
     let target = folder.path().join("gardens_point");

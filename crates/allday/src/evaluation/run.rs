@@ -196,12 +196,10 @@ pub fn evaluate_pixels(
 ) -> Result<MethodResult> {
     let database = pixel_descriptors(&sets.database.entries, sets.database.max_pixels, device)?;
     let queries = pixel_descriptors(&sets.queries.entries, sets.queries.max_pixels, device)?;
-    Ok(MethodResult::measure(
+    Ok(evaluate_descriptors(
         "raw pixels 32x24".into(),
-        queries,
-        database,
-        concat_rows,
-        |queries, database| cosine_distances(queries.clone(), database.clone()),
+        Descriptors::Global(queries),
+        Descriptors::Global(database),
         sets,
         ground_truth,
         margin,
@@ -218,12 +216,10 @@ pub fn evaluate_hog(
 ) -> Result<MethodResult> {
     let database = hog_descriptors(&sets.database.entries, sets.database.max_pixels, device)?;
     let queries = hog_descriptors(&sets.queries.entries, sets.queries.max_pixels, device)?;
-    Ok(MethodResult::measure(
+    Ok(evaluate_descriptors(
         "HOG 128x96".into(),
-        queries,
-        database,
-        concat_rows,
-        |queries, database| cosine_distances(queries.clone(), database.clone()),
+        Descriptors::Global(queries),
+        Descriptors::Global(database),
         sets,
         ground_truth,
         margin,

@@ -71,7 +71,7 @@ impl KeyMap {
                 .any(|suffix| key.ends_with(suffix.as_str()))
     }
 
-    /// The module path of a file key, or `None` when no prefix covers it.
+    /// Returns the module path of a file key, or `None` when no prefix covers it.
     pub fn to_module(&self, key: &str) -> Option<String> {
         self.prefixes.iter().find_map(|(file, module)| {
             key.strip_prefix(file.as_str())
@@ -79,7 +79,7 @@ impl KeyMap {
         })
     }
 
-    /// The file key of a module path; the path itself when no prefix covers it.
+    /// Returns the file key of a module path, or the path itself when no prefix covers it.
     pub fn to_file(&self, path: &str) -> String {
         self.prefixes
             .iter()
@@ -255,7 +255,7 @@ fn translate_paths(message: &str, keys: &KeyMap) -> String {
     translated
 }
 
-/// The default location of a checkpoint that torchvision downloads, for messages.
+/// Returns the default location of a checkpoint that torchvision downloads, for messages.
 pub fn torch_hub_checkpoint(file: &str) -> PathBuf {
     let home = std::env::var_os("TORCH_HOME")
         .map(PathBuf::from)

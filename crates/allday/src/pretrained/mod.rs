@@ -37,7 +37,7 @@ pub const SHORT_SIDE: u32 = 224;
 /// Images per forward pass when extracting descriptors.
 const BATCH: usize = 8;
 
-/// The pretrained networks allday knows.
+/// The pretrained networks allday supports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Network {
     EfficientNetLite0,
@@ -107,7 +107,7 @@ impl Backbone {
     }
 }
 
-/// The size of an image whose short side becomes [`SHORT_SIDE`], long side rounded down.
+/// Returns the size of an image whose short side becomes [`SHORT_SIDE`], long side rounded down.
 pub fn input_size(width: u32, height: u32) -> (u32, u32) {
     let scale = |long: u32, short: u32| {
         ((u64::from(long) * u64::from(SHORT_SIDE)) / u64::from(short.max(1))).max(1) as u32

@@ -87,7 +87,7 @@ impl Vgg16 {
         activations
     }
 
-    /// The last convolution map, after relu5_3: `[batch, 512, h/16, w/16]`.
+    /// Computes the last convolution map, after relu5_3: `[batch, 512, h/16, w/16]`.
     pub fn features(&self, images: Tensor<4>) -> Tensor<4> {
         self.block_activations(images, BLOCK_ENDS.len())
             .pop()
