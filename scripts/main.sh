@@ -2,6 +2,8 @@
 # The main job: train the double VAE on Gardens Point places 0–99 with configs/quick.toml, learn
 # its channel weights from labelled triplets of the same places, then evaluate night→day
 # retrieval on places 100–199, rank the channels, and render saliency and translation images.
+# Last, learn channel weights on pretrained EfficientNet-Lite0 with configs/efficientnet-lite0.toml
+# (allday's best embedding) and evaluate them against both day databases.
 #
 #   scripts/main.sh [--data DIR]
 #
@@ -46,3 +48,15 @@ data_root=${2:-../shared/data/gardens_point}
 allday saliency --run "$run_dir" "${data_args[@]}" --top 3 --weights "$weights" \
     --out "$run_dir/saliency" "$data_root/night_right/Image150.jpg"
 allday translate --run "$run_dir" "${data_args[@]}" --out "$run_dir/translation.png"
+
+backbone_dir=runs/efficientnet-lite0
+if compgen -G "$backbone_dir/checkpoints/epoch-*" >/dev/null; then
+    allday train-triplet --backbone efficientnet-lite0 --resume --run-dir "$backbone_dir" "${data_args[@]}"
+else
+    allday train-triplet --backbone efficientnet-lite0 --config configs/efficientnet-lite0.toml \
+        --run-dir "$backbone_dir" "${data_args[@]}"
+fi
+for database in day_right day_left; do
+    allday eval --weights "$backbone_dir/channel-weights-d1.json" "${data_args[@]}" \
+        --database "$database" --json "$backbone_dir/eval-$database.json"
+done

@@ -138,11 +138,7 @@ fn load_backbone(network: Network, weights: Option<&Path>) -> Result<Backbone> {
 }
 
 fn network_name(network: Network, pooling: Pooling) -> String {
-    let short = match network {
-        Network::EfficientNetLite0 => "EffNet-Lite0",
-        Network::Vgg16 => "VGG-16",
-    };
-    format!("{short} {pooling}")
+    format!("{} {pooling}", network.short_name())
 }
 
 pub fn baseline(args: BaselineArgs) -> Result<()> {
@@ -234,6 +230,7 @@ pub fn compare(args: CompareArgs) -> Result<()> {
             &sets,
             &ground_truth,
             &weights,
+            config.evaluation.max_shift,
             margin,
             &device,
         ));

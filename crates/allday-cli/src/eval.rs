@@ -1,25 +1,28 @@
 //! `allday eval`: night→day retrieval with a trained checkpoint beside the pixel baseline.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use allday::backend::default_device;
+use allday::backend::{Device, default_device};
 use allday::checkpoint::Checkpoint;
-use allday::config::PlaceRange;
+use allday::config::{Config, PlaceRange};
 use allday::evaluation::run::{
-    EvaluationSets, evaluate_latent, evaluate_pixels, evaluate_weighted, format_csv, format_table,
+    EvaluationSets, MethodResult, evaluate_backbone_layers, evaluate_latent, evaluate_pixels,
+    evaluate_weighted, format_csv, format_table,
 };
 use allday::evaluation::{GroundTruth, write_ranked_matches};
-use allday::weighting::WeightsFile;
-use anyhow::Result;
+use allday::pretrained::Backbone;
+use allday::weighting::{BackboneSource, NETWORK, WeightsFile};
+use anyhow::{Context, Result, bail};
 use clap::Args;
 
 use crate::init_logging;
 
 #[derive(Args, Debug)]
 pub struct EvalArgs {
-    /// Run directory (its newest checkpoint) or one checkpoint directory.
+    /// Run directory (its newest checkpoint) or one checkpoint directory. Not needed for
+    /// --weights learned on a pretrained backbone, whose triplet run directory it may name.
     #[arg(long, value_name = "PATH")]
-    run: PathBuf,
+    run: Option<PathBuf>,
     /// Data root holding the database and query folders [default: the run's data.root].
     #[arg(long, value_name = "DIR")]
     data: Option<PathBuf>,
@@ -48,16 +51,160 @@ pub struct EvalArgs {
     /// Write the figures as JSON to this file.
     #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
-    /// Channel weights from `allday train-triplet`; adds a weighted row to the table.
+    /// Compare the grids of weighted layers under horizontal offsets of up to this many
+    /// columns, keeping the best [default: the config's evaluation.max_shift].
+    #[arg(long, value_name = "COLUMNS")]
+    max_shift: Option<usize>,
+    /// Channel weights from `allday train-triplet`: of the run's encoder layers (adds a
+    /// weighted row) or of a pretrained backbone's layers (evaluates that embedding).
     #[arg(long, value_name = "FILE")]
     weights: Option<PathBuf>,
+}
+
+/// The source of the evaluated embedding.
+enum Subject {
+    /// A stage-1 checkpoint's encoders, optionally with channel weights of its layers.
+    Encoders {
+        checkpoint: Box<Checkpoint>,
+        weights: Option<WeightsFile>,
+    },
+    /// Channel weights learned on the layers of a pretrained network.
+    Backbone {
+        weights: WeightsFile,
+        source: BackboneSource,
+        /// The triplet run's config, when its run directory was found.
+        config: Option<Box<Config>>,
+    },
+}
+
+impl Subject {
+    fn open(args: &EvalArgs) -> Result<Subject> {
+        let weights = args.weights.as_deref().map(WeightsFile::load).transpose()?;
+        match weights {
+            Some(weights) if weights.backbone.is_some() => {
+                let source = weights.backbone.clone().expect("checked above");
+                // The triplet run directory: --run, or the folder the weights were written to.
+                let run_dir = match (&args.run, &args.weights) {
+                    (Some(run), _) => Some(run.clone()),
+                    (None, Some(path)) => path.parent().map(Path::to_path_buf),
+                    (None, None) => None,
+                };
+                let config = match run_dir {
+                    Some(dir) if allday::checkpoint::has_checkpoints(&dir)? => Some(Box::new(
+                        Checkpoint::open_network_for_resume(&dir, NETWORK)?.config,
+                    )),
+                    _ => None,
+                };
+                Ok(Subject::Backbone {
+                    weights,
+                    source,
+                    config,
+                })
+            }
+            weights => {
+                let Some(run) = &args.run else {
+                    bail!("pass --run with a stage-1 run, or --weights learned on a backbone");
+                };
+                Ok(Subject::Encoders {
+                    checkpoint: Box::new(Checkpoint::open(run)?),
+                    weights,
+                })
+            }
+        }
+    }
+
+    /// Returns the config whose data and evaluation sections give the defaults.
+    fn config(&self) -> Config {
+        match self {
+            Subject::Encoders { checkpoint, .. } => checkpoint.config.clone(),
+            Subject::Backbone { config, .. } => config.as_deref().cloned().unwrap_or_default(),
+        }
+    }
+
+    /// Returns the first line of the report.
+    fn describe(&self) -> String {
+        match self {
+            Subject::Encoders { checkpoint, .. } => format!(
+                "checkpoint {} (epoch {})",
+                checkpoint.path.display(),
+                checkpoint.state.epoch
+            ),
+            Subject::Backbone { source, .. } => format!(
+                "{} with weights {}, learned channel weights",
+                source.network,
+                source.weights.display()
+            ),
+        }
+    }
+
+    /// Measures the embedding, then the unweighted features it builds on.
+    fn evaluate(
+        &self,
+        sets: &EvaluationSets,
+        ground_truth: &GroundTruth,
+        max_shift: usize,
+        margin: f64,
+        device: &Device,
+    ) -> Result<Vec<MethodResult>> {
+        match self {
+            Subject::Encoders {
+                checkpoint,
+                weights,
+            } => {
+                let model = checkpoint.load_model(device)?;
+                let mut results = vec![evaluate_latent(&model, sets, ground_truth, margin, device)];
+                if let Some(weights) = weights {
+                    results.push(evaluate_weighted(
+                        &model,
+                        sets,
+                        ground_truth,
+                        weights,
+                        max_shift,
+                        margin,
+                        device,
+                    ));
+                }
+                Ok(results)
+            }
+            Subject::Backbone {
+                weights, source, ..
+            } => {
+                let backbone = Backbone::load(source.network, &source.weights, device)
+                    .with_context(|| format!("cannot load {}", source.network))?;
+                let depth = weights.depth;
+                let weighted = evaluate_backbone_layers(
+                    format!("allday {} weighted d{depth}", source.network.short_name()),
+                    &backbone,
+                    Some(weights),
+                    depth,
+                    max_shift,
+                    sets,
+                    ground_truth,
+                    margin,
+                    device,
+                )?;
+                let unweighted = evaluate_backbone_layers(
+                    format!("{} spatial d{depth}", source.network.short_name()),
+                    &backbone,
+                    None,
+                    depth,
+                    max_shift,
+                    sets,
+                    ground_truth,
+                    margin,
+                    device,
+                )?;
+                Ok(vec![weighted, unweighted])
+            }
+        }
+    }
 }
 
 pub fn run(args: EvalArgs) -> Result<()> {
     init_logging(None)?;
     let device = default_device();
-    let checkpoint = Checkpoint::open(&args.run)?;
-    let config = &checkpoint.config;
+    let subject = Subject::open(&args)?;
+    let config = subject.config();
     let evaluation = &config.evaluation;
     let root = args
         .data
@@ -83,7 +230,6 @@ pub fn run(args: EvalArgs) -> Result<()> {
         }
     }
 
-    let model = checkpoint.load_model(&device)?;
     let sets = EvaluationSets::load(
         &database,
         &queries,
@@ -94,43 +240,26 @@ pub fn run(args: EvalArgs) -> Result<()> {
     )?;
     ground_truth.check_queries(&sets.queries.entries)?;
     let margin = config.triplet.margin;
-    let latent = evaluate_latent(&model, &sets, &ground_truth, margin, &device);
-    let weighted = match &args.weights {
-        Some(path) => {
-            let weights = WeightsFile::load(path)?;
-            Some(evaluate_weighted(
-                &model,
-                &sets,
-                &ground_truth,
-                &weights,
-                margin,
-                &device,
-            ))
-        }
-        None => None,
-    };
-    let pixels = evaluate_pixels(&sets, &ground_truth, margin, &device)?;
+    let max_shift = args.max_shift.unwrap_or(evaluation.max_shift);
+    let mut results = subject.evaluate(&sets, &ground_truth, max_shift, margin, &device)?;
+    results.push(evaluate_pixels(&sets, &ground_truth, margin, &device)?);
 
     let tolerance = match &ground_truth {
         GroundTruth::Frames { tolerance } => format!("±{tolerance} frames"),
         GroundTruth::Files { source, .. } => format!("ground truth {}", source.display()),
     };
     println!(
-        "checkpoint {} (epoch {})\nqueries {} → database {}, places {places}, {tolerance}\n",
-        checkpoint.path.display(),
-        checkpoint.state.epoch,
+        "{}\nqueries {} → database {}, places {places}, {tolerance}\n",
+        subject.describe(),
         queries.display(),
         database.display()
     );
-    let mut results = vec![latent.clone()];
-    results.extend(weighted.clone());
-    results.push(pixels.clone());
     print!("{}", format_table(&results));
 
     if let Some(path) = &args.matches {
         write_ranked_matches(
             path,
-            &latent.distances,
+            &results[0].distances,
             &sets.queries.entries,
             &sets.database.entries,
             &ground_truth,
@@ -153,8 +282,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
             })
             .collect();
         let report = serde_json::json!({
-            "checkpoint": checkpoint.path,
-            "epoch": checkpoint.state.epoch,
+            "subject": subject.describe(),
             "database": database,
             "queries": queries,
             "places": places.to_string(),

@@ -9,7 +9,7 @@ use allday::model::Domain;
 use allday::saliency::{Target, render_saliency};
 use allday::training::TrainingData;
 use allday::translation::save_png;
-use allday::weighting::{WeightsFile, held_out_importance};
+use allday::weighting::{WeightsFile, encoder_features, held_out_importance};
 use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
 
@@ -161,10 +161,17 @@ fn top_channels(
     device: &Device,
 ) -> Result<Vec<usize>> {
     let file = WeightsFile::load(weights)?;
+    if let Some(source) = &file.backbone {
+        bail!(
+            "{} contains weights of {} layers; saliency ranks the channels of the stage-1 latent, so pass weights trained with `allday train-triplet --from`",
+            weights.display(),
+            source.network
+        );
+    }
     let model = checkpoint.load_model(device)?;
     let data = TrainingData::load(config)?;
     let (importance, _) = held_out_importance(
-        &model,
+        encoder_features(&model, device),
         &data.validation_a,
         &data.validation_b,
         &file,

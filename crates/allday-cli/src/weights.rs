@@ -7,12 +7,16 @@ use allday::backend::Device;
 use allday::backend::default_device;
 use allday::checkpoint::Checkpoint;
 use allday::config::Config;
+use allday::data::ImageSet;
+use allday::model::Domain;
 use allday::model::DoubleVae;
 use allday::plot::{Series, channel_chart, line_chart};
+use allday::pretrained::{Backbone, Network};
 use allday::training::TrainingData;
 use allday::translation::save_png;
 use allday::weighting::{
-    TripletData, TripletTrainer, WeightsFile, held_out_importance, share_carrying,
+    FeatureSource, LayerFeatures, TripletData, TripletTrainer, WeightsFile, backbone_features,
+    encoder_features, held_out_importance, share_carrying,
 };
 use anyhow::{Context, Result, bail};
 use clap::Args;
@@ -22,22 +26,37 @@ use crate::init_logging;
 #[derive(Args, Debug)]
 pub struct TrainTripletArgs {
     /// Run directory of a stage-1 training (its newest checkpoint) or one checkpoint directory.
-    #[arg(long, value_name = "PATH")]
-    from: PathBuf,
-    /// TOML config whose [triplet] section replaces the run's (other sections are ignored).
+    #[arg(
+        long,
+        value_name = "PATH",
+        required_unless_present = "backbone",
+        conflicts_with = "backbone"
+    )]
+    from: Option<PathBuf>,
+    /// Learn the weights on the layers of this ImageNet-pretrained network instead of the
+    /// encoders of a stage-1 run; both domains go through it. Needs --run-dir.
+    #[arg(long, value_name = "NETWORK", requires = "run_dir")]
+    backbone: Option<Network>,
+    /// Weights of --backbone (.pth or .safetensors) [default: the network's usual location,
+    /// see `allday baseline --help`].
+    #[arg(long, value_name = "PATH", requires = "backbone")]
+    backbone_weights: Option<PathBuf>,
+    /// TOML config. With --from, its [triplet] section replaces the run's and the other
+    /// sections are ignored; with --backbone, the whole file applies (data, triplet,
+    /// evaluation and seed).
     #[arg(long, value_name = "FILE", conflicts_with = "resume")]
     config: Option<PathBuf>,
-    /// Encoder layers matched, counted back from the latent [default: triplet.depth].
+    /// Layers matched, counted back from the deepest [default: triplet.depth].
     #[arg(long, conflicts_with = "resume")]
     depth: Option<usize>,
     /// Epochs of triplet training [default: triplet.epochs]; with --resume, trains further.
     #[arg(long)]
     epochs: Option<usize>,
-    /// Data root holding the domain folders [default: the run's data.root].
+    /// Data root holding the domain folders [default: the config's data.root].
     #[arg(long, value_name = "DIR")]
     data: Option<PathBuf>,
-    /// Directory of the triplet run's checkpoints and metrics [default: triplet-dN in the run
-    /// directory].
+    /// Directory of the triplet run's checkpoints and metrics [default with --from:
+    /// triplet-dN in the run directory].
     #[arg(long, value_name = "DIR")]
     run_dir: Option<PathBuf>,
     /// Continue the triplet run in --run-dir from its newest intact checkpoint.
@@ -91,17 +110,26 @@ pub struct ChannelsArgs {
     png: Option<PathBuf>,
 }
 
-/// A stage-1 checkpoint with its frozen model and the images of its training places.
+/// The frozen network a triplet run learns on.
+enum TripletNetwork {
+    /// The encoders of a stage-1 checkpoint.
+    Encoders(Box<DoubleVae>),
+    /// An ImageNet-pretrained network.
+    Backbone(Backbone),
+}
+
+/// The frozen network of a triplet run, its config and the images of its training places.
 struct Source {
-    checkpoint: Checkpoint,
+    source: FeatureSource,
+    network: TripletNetwork,
     config: Config,
-    model: DoubleVae,
     data: TripletData,
-    /// The run directory that holds the checkpoint.
-    run_dir: PathBuf,
+    /// The stage-1 run directory that contains the checkpoint, or `None` for a backbone.
+    run_dir: Option<PathBuf>,
 }
 
 impl Source {
+    /// Loads the encoders of the stage-1 checkpoint at `from`.
     fn load(from: &Path, data_root: Option<&Path>, device: &Device) -> Result<Source> {
         let checkpoint = Checkpoint::open(from)?;
         let mut config = checkpoint.config.clone();
@@ -109,7 +137,6 @@ impl Source {
             config.data.root = root.to_path_buf();
         }
         let model = checkpoint.load_model(device)?;
-        let data = TrainingData::load(&config)?;
         // A checkpoint directory sits in RUN_DIR/checkpoints/.
         let run_dir = if checkpoint.path == from {
             checkpoint.path.join("../..")
@@ -117,16 +144,34 @@ impl Source {
             from.to_path_buf()
         };
         Ok(Source {
-            checkpoint,
+            source: FeatureSource::of_checkpoint(&checkpoint),
+            network: TripletNetwork::Encoders(Box::new(model)),
+            data: triplet_data(&config)?,
             config,
-            model,
-            data: TripletData {
-                train_a: data.train_a,
-                train_b: data.train_b,
-                validation_a: data.validation_a,
-                validation_b: data.validation_b,
-            },
-            run_dir,
+            run_dir: Some(run_dir),
+        })
+    }
+
+    /// Loads the pretrained `network` with the weights at `weights` (or its usual file).
+    fn backbone(
+        network: Network,
+        weights: Option<&Path>,
+        config: Config,
+        device: &Device,
+    ) -> Result<Source> {
+        let path = weights
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| network.default_weights());
+        tracing::info!("loading {network} weights from {}", path.display());
+        let backbone = Backbone::load(network, &path, device)
+            .with_context(|| format!("cannot load {network}"))?;
+        let source = FeatureSource::of_backbone(network, &path)?;
+        Ok(Source {
+            source,
+            network: TripletNetwork::Backbone(backbone),
+            data: triplet_data(&config)?,
+            config,
+            run_dir: None,
         })
     }
 
@@ -139,37 +184,84 @@ impl Source {
         epochs: Option<usize>,
         device: &Device,
     ) -> Result<TripletTrainer> {
-        let trainer = if resume {
-            TripletTrainer::resume(
-                &self.model,
-                &self.checkpoint,
-                &self.data,
-                run_dir,
-                epochs,
-                device,
-            )
-        } else {
-            TripletTrainer::new(
-                &self.model,
-                &self.checkpoint,
+        let trainer = match (&self.network, resume) {
+            (TripletNetwork::Encoders(model), false) => TripletTrainer::new(
+                encoder_features(model, device),
+                &self.source,
                 &self.data,
                 config,
                 run_dir,
                 device,
-            )
+            ),
+            (TripletNetwork::Encoders(model), true) => TripletTrainer::resume(
+                encoder_features(model, device),
+                &self.source,
+                &self.data,
+                run_dir,
+                epochs,
+                device,
+            ),
+            (TripletNetwork::Backbone(backbone), false) => TripletTrainer::new(
+                backbone_features(backbone, device),
+                &self.source,
+                &self.data,
+                config,
+                run_dir,
+                device,
+            ),
+            (TripletNetwork::Backbone(backbone), true) => TripletTrainer::resume(
+                backbone_features(backbone, device),
+                &self.source,
+                &self.data,
+                run_dir,
+                epochs,
+                device,
+            ),
         };
         trainer.with_context(|| format!("cannot train channel weights in {}", run_dir.display()))
     }
 }
 
+/// Loads the training and validation places of both domains of `config`.
+fn triplet_data(config: &Config) -> Result<TripletData> {
+    let data = TrainingData::load(config)?;
+    Ok(TripletData {
+        train_a: data.train_a,
+        train_b: data.train_b,
+        validation_a: data.validation_a,
+        validation_b: data.validation_b,
+    })
+}
+
 pub fn train_triplet(args: TrainTripletArgs) -> Result<()> {
     init_logging(None)?;
     let device = default_device();
-    let source = Source::load(&args.from, args.data.as_deref(), &device)?;
+    let source = match (&args.from, args.backbone) {
+        (Some(from), _) => {
+            let mut source = Source::load(from, args.data.as_deref(), &device)?;
+            if let Some(path) = &args.config {
+                source.config.triplet = Config::load(path)?.triplet;
+            }
+            source
+        }
+        (None, Some(network)) => {
+            // A resumed run keeps the config of its checkpoint; the data root may move.
+            let mut config = if args.resume {
+                let run_dir = args.run_dir.as_deref().expect("clap requires --run-dir");
+                Checkpoint::open_network_for_resume(run_dir, allday::weighting::NETWORK)?.config
+            } else if let Some(path) = &args.config {
+                Config::load(path)?
+            } else {
+                Config::default()
+            };
+            if let Some(root) = &args.data {
+                config.data.root = root.clone();
+            }
+            Source::backbone(network, args.backbone_weights.as_deref(), config, &device)?
+        }
+        (None, None) => bail!("pass --from RUN or --backbone NETWORK"),
+    };
     let mut config = source.config.clone();
-    if let Some(path) = &args.config {
-        config.triplet = Config::load(path)?.triplet;
-    }
     if let Some(depth) = args.depth {
         config.triplet.depth = depth;
     }
@@ -177,11 +269,17 @@ pub fn train_triplet(args: TrainTripletArgs) -> Result<()> {
         config.triplet.epochs = epochs;
     }
     config.validate()?;
-    let run_dir = args.run_dir.clone().unwrap_or_else(|| {
-        source
-            .run_dir
-            .join(format!("triplet-d{}", config.triplet.depth))
-    });
+    match (&source.network, args.backbone) {
+        (TripletNetwork::Backbone(backbone), Some(network)) => {
+            config.check_triplet_depth(backbone.max_depth(), &network.to_string())?
+        }
+        _ => config.check_triplet_depth(config.model.encoder_layers(), "the stage-1 encoders")?,
+    }
+    let run_dir = match (&args.run_dir, &source.run_dir) {
+        (Some(dir), _) => dir.clone(),
+        (None, Some(stage_one)) => stage_one.join(format!("triplet-d{}", config.triplet.depth)),
+        (None, None) => bail!("--backbone needs --run-dir"),
+    };
     if !args.resume && allday::checkpoint::has_checkpoints(&run_dir)? {
         bail!(
             "{} already contains a triplet run; continue it with --resume or pass another --run-dir",
@@ -191,11 +289,11 @@ pub fn train_triplet(args: TrainTripletArgs) -> Result<()> {
     let mut trainer = source.trainer(config, &run_dir, args.resume, args.epochs, &device)?;
     let settings = &trainer.config().triplet;
     tracing::info!(
-        "training channel weights of {} layer(s) on places {} (validation {}), encoders of {}, run directory {}",
+        "training channel weights of {} layer(s) on places {} (validation {}), features of {}, run directory {}",
         settings.depth,
         trainer.config().data.train_places,
         trainer.config().data.validation_places,
-        source.checkpoint.path.display(),
+        source.source.path.display(),
         run_dir.display()
     );
     trainer.run()?;
@@ -203,15 +301,24 @@ pub fn train_triplet(args: TrainTripletArgs) -> Result<()> {
     let out = args.out.clone().unwrap_or_else(|| {
         source
             .run_dir
+            .as_ref()
+            .unwrap_or(&run_dir)
             .join(format!("channel-weights-d{}.json", file.depth))
     });
     file.save(&out)?;
-    println!(
-        "wrote {}; evaluate with `allday eval --run {} --weights {}`",
-        out.display(),
-        args.from.display(),
-        out.display()
-    );
+    match &args.from {
+        Some(from) => println!(
+            "wrote {}; evaluate with `allday eval --run {} --weights {}`",
+            out.display(),
+            from.display(),
+            out.display()
+        ),
+        None => println!(
+            "wrote {}; evaluate with `allday eval --weights {}`",
+            out.display(),
+            out.display()
+        ),
+    }
     Ok(())
 }
 
@@ -219,16 +326,20 @@ pub fn depth_sweep(args: DepthSweepArgs) -> Result<()> {
     init_logging(None)?;
     let device = default_device();
     let source = Source::load(&args.from, args.data.as_deref(), &device)?;
-    let out = args
-        .out
-        .clone()
-        .unwrap_or_else(|| source.run_dir.join("depth-sweep"));
+    let out = args.out.clone().unwrap_or_else(|| {
+        source
+            .run_dir
+            .as_ref()
+            .expect("a stage-1 source has its run directory")
+            .join("depth-sweep")
+    });
     let mut config = source.config.clone();
     if let Some(epochs) = args.epochs {
         config.triplet.epochs = epochs;
     }
     config.triplet.depth = args.max_depth;
     config.validate()?;
+    config.check_triplet_depth(config.model.encoder_layers(), "the stage-1 encoders")?;
 
     let mut series = Vec::new();
     let mut csv = String::from("depth,epoch,train_loss,validation_loss,validation_satisfied\n");
@@ -306,25 +417,50 @@ pub fn depth_sweep(args: DepthSweepArgs) -> Result<()> {
 pub fn channels(args: ChannelsArgs) -> Result<()> {
     init_logging(None)?;
     let device = default_device();
-    let checkpoint = Checkpoint::open(&args.run)?;
-    let mut config = checkpoint.config.clone();
+    let file = WeightsFile::load(&args.weights)?;
+    // Weights of a backbone were trained in a triplet run directory; those of stage-1 encoders
+    // come from the stage-1 run.
+    let mut config = match &file.backbone {
+        Some(_) => Checkpoint::open_network_for_resume(&args.run, allday::weighting::NETWORK)
+            .with_context(|| {
+                format!(
+                    "{} holds weights of a pretrained network: pass the triplet run directory they were trained in as --run",
+                    args.weights.display()
+                )
+            })?
+            .config,
+        None => Checkpoint::open(&args.run)?.config,
+    };
     if let Some(root) = &args.data {
         config.data.root = root.clone();
     }
-    let file = WeightsFile::load(&args.weights)?;
-    let model = checkpoint.load_model(&device)?;
 
     // Held out from the weights' training: the validation places of both domains.
     let data = TrainingData::load(&config)?;
-    let (importance, triplets) = held_out_importance(
-        &model,
-        &data.validation_a,
-        &data.validation_b,
-        &file,
-        config.evaluation.tolerance,
-        config.seed,
-        &device,
-    )?;
+    type Extractor<'a> =
+        Box<dyn FnMut(Domain, &ImageSet, usize) -> allday::error::Result<LayerFeatures> + 'a>;
+    let held_out = |extract: Extractor| {
+        held_out_importance(
+            extract,
+            &data.validation_a,
+            &data.validation_b,
+            &file,
+            config.evaluation.tolerance,
+            config.seed,
+            &device,
+        )
+    };
+    let (importance, triplets) = match &file.backbone {
+        Some(source) => {
+            let backbone = Backbone::load(source.network, &source.weights, &device)
+                .with_context(|| format!("cannot load {}", source.network))?;
+            held_out(Box::new(backbone_features(&backbone, &device)))?
+        }
+        None => {
+            let model = Checkpoint::open(&args.run)?.load_model(&device)?;
+            held_out(Box::new(encoder_features(&model, &device)))?
+        }
+    };
 
     let mut rows: Vec<(usize, usize, f32, f64)> = Vec::new();
     for (layer, values) in importance.iter().enumerate() {

@@ -71,7 +71,8 @@ fn shorten(text: &str, limit: usize) -> String {
     }
 }
 
-fn sha256_hex(bytes: &[u8]) -> String {
+/// Lower-case hexadecimal SHA-256 of `bytes`.
+pub fn sha256_hex(bytes: &[u8]) -> String {
     Sha256::digest(bytes)
         .iter()
         .map(|byte| format!("{byte:02x}"))

@@ -173,6 +173,8 @@ pub struct TripletConfig {
     pub batch_size: usize,
     /// Clamp the weights to zero or above after each step, as LPIPS does.
     pub non_negative: bool,
+    /// The domains that the anchor, positive and negative of a triplet come from.
+    pub sampling: TripletSampling,
     /// Write a checkpoint every this many epochs (and always after the last one).
     pub save_every: usize,
 }
@@ -187,9 +189,23 @@ impl Default for TripletConfig {
             triplets_per_epoch: 2048,
             batch_size: 128,
             non_negative: true,
+            sampling: TripletSampling::Mixed,
             save_every: 5,
         }
     }
+}
+
+/// Triplet sampling: the domains that anchor, positive and negative are drawn from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TripletSampling {
+    /// Anchor a domain-A image, positive a domain-B image of its place, negative an image of
+    /// either domain: the weights learn to bring the domains together as well as to tell
+    /// places apart.
+    Mixed,
+    /// As retrieval ranks: anchor a domain-B image (a query), positive a domain-A image of its
+    /// place and negative a domain-A image of another place (the database).
+    Retrieval,
 }
 
 /// The default retrieval evaluation of `allday eval`.
@@ -204,6 +220,9 @@ pub struct EvaluationConfig {
     pub places: PlaceRange,
     /// A database image within this many frames of the query's frame is a true match.
     pub tolerance: usize,
+    /// Largest horizontal offset, in grid columns, under which the per-position grids of
+    /// weighted layers are compared (the best offset counts); 0 compares them aligned.
+    pub max_shift: usize,
 }
 
 impl Default for Config {
@@ -237,6 +256,14 @@ impl Default for DataConfig {
             unreadable_images: UnreadableImages::Stop,
             max_image_pixels: DEFAULT_MAX_IMAGE_PIXELS,
         }
+    }
+}
+
+impl ModelConfig {
+    /// Returns the number of encoder layers whose activations stage 2 can match: the stem, the
+    /// two stride-2 convolutions and every residual block.
+    pub fn encoder_layers(&self) -> usize {
+        3 + self.private_blocks + self.shared_encoder_blocks
     }
 }
 
@@ -297,11 +324,25 @@ impl Default for EvaluationConfig {
                 end: 200,
             },
             tolerance: 2,
+            max_shift: 0,
         }
     }
 }
 
 impl Config {
+    /// Checks that `triplet.depth` does not exceed the `layers` layers of the network that
+    /// the weights are learned on, named by `network` in the error.
+    pub fn check_triplet_depth(&self, layers: usize, network: &str) -> Result<()> {
+        if self.triplet.depth > layers {
+            return Err(Error::InvalidConfig {
+                field: "triplet.depth",
+                value: self.triplet.depth.to_string(),
+                expected: format!("1 to {layers}, the number of layers of {network}"),
+            });
+        }
+        Ok(())
+    }
+
     /// Reads and validates a TOML config file.
     pub fn load(path: &Path) -> Result<Config> {
         let text = std::fs::read_to_string(path).map_err(|source| Error::io(path, source))?;
@@ -463,13 +504,10 @@ impl Config {
             }
         }
         let triplet = &self.triplet;
-        let encoder_layers = 3 + model.private_blocks + model.shared_encoder_blocks;
-        if triplet.depth == 0 || triplet.depth > encoder_layers {
-            return Err(invalid(
-                "triplet.depth",
-                triplet.depth,
-                &format!("1 to {encoder_layers}, the number of encoder layers"),
-            ));
+        // The upper bound depends on the network the weights are learned on; see
+        // `check_triplet_depth`.
+        if triplet.depth == 0 {
+            return Err(invalid("triplet.depth", triplet.depth, "1 or more"));
         }
         for (field, count) in [
             ("triplet.epochs", triplet.epochs),
@@ -637,7 +675,7 @@ mod tests {
                 "[loss]\nreconstruction = 0.0\ncycle = 0.0\n",
                 "loss.reconstruction",
             ),
-            ("[triplet]\ndepth = 99\n", "triplet.depth"),
+            ("[triplet]\ndepth = 0\n", "triplet.depth"),
             (
                 "[data]\nvalidation_places = \"50..95\"\n",
                 "data.validation_places",
@@ -647,6 +685,22 @@ mod tests {
             let error = Config::from_toml(text, Path::new("inline")).unwrap_err();
             assert!(error.to_string().contains(field), "{text}: {error}");
         }
+    }
+
+    #[test]
+    fn triplet_depth_beyond_the_encoders_rejected() {
+        let config = Config::from_toml("[triplet]\ndepth = 8\n", Path::new("inline")).unwrap();
+        let layers = config.model.encoder_layers();
+        assert_eq!(
+            layers, 7,
+            "stem, two stride-2 convolutions and four residual blocks"
+        );
+        let error = config
+            .check_triplet_depth(layers, "the stage-1 encoders")
+            .unwrap_err();
+        assert!(error.to_string().contains("triplet.depth"), "{error}");
+        assert!(error.to_string().contains("1 to 7"), "{error}");
+        config.check_triplet_depth(8, "EfficientNet-Lite0").unwrap();
     }
 
     #[test]

@@ -147,6 +147,24 @@ pub enum Error {
         other_grid: [usize; 2],
     },
 
+    #[error(
+        "per-position features need every image at one size, but {first} is resized to {first_size:?} (height, width) and {other} to {other_size:?}; use images of one aspect ratio"
+    )]
+    InputSizeMismatch {
+        first: PathBuf,
+        first_size: [usize; 2],
+        other: PathBuf,
+        other_size: [usize; 2],
+    },
+
+    #[error(
+        "the channel weights are for layers of {weights:?} channels, but the network gives {features:?}; pass the weights learned on this network"
+    )]
+    WeightsMismatch {
+        weights: Vec<usize>,
+        features: Vec<usize>,
+    },
+
     #[error("cannot write PNG {path}: {source}")]
     WritePng {
         path: PathBuf,

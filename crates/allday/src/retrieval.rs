@@ -121,6 +121,66 @@ pub fn per_position_distances(queries: Tensor<3>, database: Tensor<3>) -> Distan
     }
 }
 
+/// Computes [`per_position_distances`] under the best horizontal offset between the two
+/// grids. For each offset s from −`max_shift` to `max_shift` columns, query column x + s is
+/// compared with database column x over the columns where both exist. The smallest of these
+/// mean distances is kept. This tolerates a sideways change of viewpoint, such as the other side of the same
+/// path. `max_shift` 0 is [`per_position_distances`]; it is capped at `width − 1`.
+///
+/// Shapes: `queries` `[q, positions, channels]`, `database` `[d, positions, channels]`, with
+/// positions row by row over a grid `width` wide.
+pub fn shifted_per_position_distances(
+    queries: Tensor<3>,
+    database: Tensor<3>,
+    width: usize,
+    max_shift: usize,
+) -> DistanceMatrix {
+    if max_shift == 0 {
+        return per_position_distances(queries, database);
+    }
+    let [query_count, positions, channels] = queries.dims();
+    let [database_count, ..] = database.dims();
+    assert!(
+        width > 0 && positions.is_multiple_of(width),
+        "{positions} positions do not form rows of {width}"
+    );
+    let height = positions / width;
+    let max_shift = max_shift.min(width - 1) as isize;
+
+    let queries = queries.reshape([query_count, height, width, channels]);
+    let database = database.reshape([database_count, height, width, channels]);
+    let columns = |grid: &Tensor<4>, start: usize, overlap: usize| {
+        let count = grid.dims()[0];
+        grid.clone()
+            .narrow(2, start, overlap)
+            .reshape([count, height * overlap, channels])
+    };
+
+    let mut best: Option<DistanceMatrix> = None;
+    for shift in -max_shift..=max_shift {
+        let overlap = width - shift.unsigned_abs();
+        let (query_start, database_start) = if shift >= 0 {
+            (shift as usize, 0)
+        } else {
+            (0, shift.unsigned_abs())
+        };
+        let distances = per_position_distances(
+            columns(&queries, query_start, overlap),
+            columns(&database, database_start, overlap),
+        );
+        best = Some(match best {
+            None => distances,
+            Some(mut best) => {
+                for (value, candidate) in best.values.iter_mut().zip(distances.values) {
+                    *value = value.min(candidate);
+                }
+                best
+            }
+        });
+    }
+    best.expect("at least the zero offset is measured")
+}
+
 /// Cosine distance, 1 − cos, between global descriptors.
 ///
 /// Shapes: `queries` `[q, dims]`, `database` `[d, dims]`; they need not be normalised.
@@ -185,6 +245,40 @@ mod tests {
             distances.values
         );
         assert_eq!(distances.ranking(0), [0, 1]);
+    }
+
+    #[test]
+    fn shifted_distance_finds_the_offset_by_hand() {
+        let device = default_device();
+        // Unit vectors in 2 channels on a 1×3 grid, laid out `[n, positions, channels]`.
+        let (a, b, c, d) = ([1.0f32, 0.0], [0.0, 1.0], [0.6, 0.8], [0.8, 0.6]);
+        let grid = |columns: [[f32; 2]; 3]| {
+            Tensor::<3>::from_data(TensorData::new(columns.concat(), [1, 3, 2]), &device)
+        };
+        // The database image shows the query's scene one column to the left.
+        let query = grid([a, b, c]);
+        let database = grid([b, c, d]);
+        let distance =
+            |u: [f32; 2], v: [f32; 2]| ((u[0] - v[0]).powi(2) + (u[1] - v[1]).powi(2)).sqrt();
+
+        let aligned = shifted_per_position_distances(query.clone(), database.clone(), 3, 0);
+        let expected = (distance(a, b) + distance(b, c) + distance(c, d)) / 3.0;
+        assert!(
+            (aligned.values[0] - expected).abs() < 1e-4,
+            "{:?}",
+            aligned.values
+        );
+
+        // Offset +1 compares query columns 1, 2 (b, c) with database columns 0, 1 (b, c).
+        let shifted = shifted_per_position_distances(query.clone(), database.clone(), 3, 1);
+        assert!(shifted.values[0] < 1e-3, "{:?}", shifted.values);
+
+        // Offset −1 alone would compare (a, b) with (c, d); the minimum keeps the better +1.
+        let wide = shifted_per_position_distances(query, database, 3, 5);
+        assert_eq!(
+            wide.values, shifted.values,
+            "offsets are capped at width − 1"
+        );
     }
 
     #[test]

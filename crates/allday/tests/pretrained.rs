@@ -458,3 +458,37 @@ fn frozen_front_stays_fixed_through_training_and_resume() {
     tuned.run().unwrap();
     assert_ne!(first_vgg_weight(tuned.model()), pretrained);
 }
+
+#[test]
+fn efficientnet_layer_outputs_have_the_stage_shapes() {
+    let device = default_device();
+    let network = EfficientNetLite0::new(&device);
+    let images = Tensor::<4>::zeros([2, 3, 64, 96], &device);
+    let shapes: Vec<[usize; 4]> = network
+        .layer_outputs(images.clone(), 8)
+        .iter()
+        .map(|output| output.dims())
+        .collect();
+    // Deepest first: the head, then stages 7 back to 1 (strides 32, 32, 32, 16, 16, 8, 4, 2).
+    assert_eq!(
+        shapes,
+        [
+            [2, 1280, 2, 3],
+            [2, 320, 2, 3],
+            [2, 192, 2, 3],
+            [2, 112, 4, 6],
+            [2, 80, 4, 6],
+            [2, 40, 8, 12],
+            [2, 24, 16, 24],
+            [2, 16, 32, 48],
+        ]
+    );
+    let two = network.layer_outputs(images.clone(), 2);
+    assert_eq!(two.len(), 2);
+    let features = network.features(images);
+    assert_eq!(
+        two[0].clone().into_data().try_to_vec::<f32>().unwrap(),
+        features.into_data().try_to_vec::<f32>().unwrap(),
+        "depth 1 is the feature map of the baselines"
+    );
+}

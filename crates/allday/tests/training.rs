@@ -347,7 +347,7 @@ fn stage_one(root: &Path) -> (Config, Checkpoint, allday::weighting::TripletData
 
 #[test]
 fn triplet_resume_matches_uninterrupted_run() {
-    use allday::weighting::TripletTrainer;
+    use allday::weighting::{FeatureSource, TripletTrainer, encoder_features};
     let folder = tempfile::tempdir().unwrap();
     let (config, checkpoint, data) = stage_one(folder.path());
     let device = default_device();
@@ -355,8 +355,8 @@ fn triplet_resume_matches_uninterrupted_run() {
 
     let straight_dir = folder.path().join("straight");
     let mut straight = TripletTrainer::new(
-        &model,
-        &checkpoint,
+        encoder_features(&model, &device),
+        &FeatureSource::of_checkpoint(&checkpoint),
         &data,
         config.clone(),
         &straight_dir,
@@ -379,8 +379,15 @@ fn triplet_resume_matches_uninterrupted_run() {
 
     // Stop after epoch 3, a checkpoint having been written after epoch 2, then resume.
     let resumed_dir = folder.path().join("resumed");
-    let mut first =
-        TripletTrainer::new(&model, &checkpoint, &data, config, &resumed_dir, &device).unwrap();
+    let mut first = TripletTrainer::new(
+        encoder_features(&model, &device),
+        &FeatureSource::of_checkpoint(&checkpoint),
+        &data,
+        config,
+        &resumed_dir,
+        &device,
+    )
+    .unwrap();
     first.train_epoch().unwrap();
     first.train_epoch().unwrap();
     let saved = first.save_checkpoint().unwrap();
@@ -388,8 +395,15 @@ fn triplet_resume_matches_uninterrupted_run() {
     first.train_epoch().unwrap();
     drop(first);
 
-    let mut resumed =
-        TripletTrainer::resume(&model, &checkpoint, &data, &resumed_dir, None, &device).unwrap();
+    let mut resumed = TripletTrainer::resume(
+        encoder_features(&model, &device),
+        &FeatureSource::of_checkpoint(&checkpoint),
+        &data,
+        &resumed_dir,
+        None,
+        &device,
+    )
+    .unwrap();
     assert_eq!(resumed.epoch(), 2);
     assert_eq!(
         resumed.weights_file().weights,
@@ -411,15 +425,15 @@ fn triplet_resume_matches_uninterrupted_run() {
 
 #[test]
 fn triplet_resume_rejects_other_encoders() {
-    use allday::weighting::TripletTrainer;
+    use allday::weighting::{FeatureSource, TripletTrainer, encoder_features};
     let folder = tempfile::tempdir().unwrap();
     let (config, checkpoint, data) = stage_one(folder.path());
     let device = default_device();
     let model = checkpoint.load_model(&device).unwrap();
     let run_dir = folder.path().join("triplet");
     let mut trainer = TripletTrainer::new(
-        &model,
-        &checkpoint,
+        encoder_features(&model, &device),
+        &FeatureSource::of_checkpoint(&checkpoint),
         &data,
         config.clone(),
         &run_dir,
@@ -439,8 +453,15 @@ fn triplet_resume_rejects_other_encoders() {
         .with_progress(false);
     other.run().unwrap();
     let other_checkpoint = Checkpoint::open(&other_run).unwrap();
-    let error = TripletTrainer::resume(&model, &other_checkpoint, &data, &run_dir, None, &device)
-        .err()
-        .expect("other encoders are rejected");
+    let error = TripletTrainer::resume(
+        encoder_features(&model, &device),
+        &FeatureSource::of_checkpoint(&other_checkpoint),
+        &data,
+        &run_dir,
+        None,
+        &device,
+    )
+    .err()
+    .expect("other encoders are rejected");
     assert!(error.to_string().contains("other weights"), "{error}");
 }

@@ -163,12 +163,16 @@ pub fn evaluate_latent(
     )
 }
 
-/// Retrieval with learned channel weights over the matched layers (see [`crate::weighting`]).
+/// Retrieval with learned channel weights over the matched layers (see [`crate::weighting`]),
+/// the grids compared under horizontal offsets of up to `max_shift` columns
+/// ([`ChannelWeights::distances`]).
+#[allow(clippy::too_many_arguments)]
 pub fn evaluate_weighted(
     model: &DoubleVae,
     sets: &EvaluationSets,
     ground_truth: &GroundTruth,
     weights: &WeightsFile,
+    max_shift: usize,
     margin: f64,
     device: &Device,
 ) -> MethodResult {
@@ -180,7 +184,7 @@ pub fn evaluate_weighted(
         queries,
         database,
         LayerFeatures::concat,
-        |queries, database| channel_weights.distances(queries, database),
+        |queries, database| channel_weights.distances(queries, database, max_shift),
         sets,
         ground_truth,
         margin,
@@ -290,11 +294,52 @@ pub fn evaluate_network(
         .collect())
 }
 
+/// Retrieval with the layers of a pretrained `backbone` compared position by position, with
+/// learned channel weights (`weights`) or, when `None`, all weights equal over `depth` layers;
+/// `max_shift` as in [`evaluate_weighted`].
+#[allow(clippy::too_many_arguments)]
+pub fn evaluate_backbone_layers(
+    name: String,
+    backbone: &Backbone,
+    weights: Option<&WeightsFile>,
+    depth: usize,
+    max_shift: usize,
+    sets: &EvaluationSets,
+    ground_truth: &GroundTruth,
+    margin: f64,
+    device: &Device,
+) -> Result<MethodResult> {
+    let depth = weights.map_or(depth, |file| file.depth);
+    let database = LayerFeatures::from_backbone(backbone, &sets.database, depth, device)?;
+    let queries = LayerFeatures::from_backbone(backbone, &sets.queries, depth, device)?;
+    let channel_weights = match weights {
+        Some(file) => ChannelWeights::from_values(&file.weights, device),
+        None => ChannelWeights::ones(&database.channels(), device),
+    };
+    Ok(MethodResult::measure(
+        name,
+        queries,
+        database,
+        LayerFeatures::concat,
+        |queries, database| channel_weights.distances(queries, database, max_shift),
+        sets,
+        ground_truth,
+        margin,
+    ))
+}
+
 /// Formats results as an aligned text table, one method per row. Triplet and clustering
 /// columns show `-` where they were not measured.
 pub fn format_table(results: &[MethodResult]) -> String {
+    // The method column is as wide as the longest name, and at least as the header's default.
+    let width = results
+        .iter()
+        .map(|result| result.name.chars().count())
+        .max()
+        .unwrap_or(0)
+        .max(22);
     let mut table = format!(
-        "{:<22} {:>6} {:>6} {:>6} {:>7} {:>8} {:>9} {:>10} {:>11} {:>8} {:>9}\n",
+        "{:<width$} {:>6} {:>6} {:>6} {:>7} {:>8} {:>9} {:>10} {:>11} {:>8} {:>9}\n",
         "method",
         "R@1",
         "R@5",
@@ -320,7 +365,7 @@ pub fn format_table(results: &[MethodResult]) -> String {
         let triplets = result.triplets;
         let clustering = result.clustering;
         table.push_str(&format!(
-            "{:<22} {:>6} {:>6} {:>6} {:>7.3} {:>8} {:>9} {:>10} {:>11} {:>8} {:>9}\n",
+            "{:<width$} {:>6} {:>6} {:>6} {:>7.3} {:>8} {:>9} {:>10} {:>11} {:>8} {:>9}\n",
             result.name,
             recall(1),
             recall(5),

@@ -37,6 +37,9 @@ const STAGES: [(usize, usize, usize, usize, usize, usize); 7] = [
 
 /// Number of mobile inverted bottleneck blocks over all stages.
 pub const BLOCKS: usize = 16;
+/// Layers whose outputs [`EfficientNetLite0::layer_outputs`] can return: the seven stages and
+/// the head.
+pub const LAYERS: usize = STAGES.len() + 1;
 
 fn conv(
     channels_in: usize,
@@ -187,11 +190,34 @@ impl EfficientNetLite0 {
     /// `images` are ImageNet-normalised RGB `[batch, 3, h, w]`; the output is
     /// `[batch, 1280, h/32, w/32]` (each halving rounded up).
     pub fn features(&self, images: Tensor<4>) -> Tensor<4> {
+        self.layer_outputs(images, 1)
+            .pop()
+            .expect("depth 1 gives the head's output")
+    }
+
+    /// Returns the outputs of the last `depth` layers, deepest first: the head after its ReLU6
+    /// (`[batch, 1280, h/32, w/32]`), then the output of each stage from the seventh
+    /// (`[batch, 320, h/32, w/32]`) back to the first (`[batch, 16, h/2, w/2]`). `depth` is
+    /// clamped to 1..=[`LAYERS`].
+    pub fn layer_outputs(&self, images: Tensor<4>, depth: usize) -> Vec<Tensor<4>> {
+        let depth = depth.clamp(1, LAYERS);
+        // Layers before the deepest `depth` are computed but not kept.
+        let first_kept = LAYERS - depth;
+        let mut outputs = Vec::with_capacity(depth);
         let mut x = self.stem(images);
-        for block in &self.blocks {
-            x = block.forward(x);
+        let mut block = 0;
+        for (stage, (repeats, ..)) in STAGES.iter().enumerate() {
+            for _ in 0..*repeats {
+                x = self.blocks[block].forward(x);
+                block += 1;
+            }
+            if stage >= first_kept {
+                outputs.push(x.clone());
+            }
         }
-        relu6(self.bn1.forward(self.conv_head.forward(x)))
+        outputs.push(relu6(self.bn1.forward(self.conv_head.forward(x))));
+        outputs.reverse();
+        outputs
     }
 
     /// ImageNet logits `[batch, 1000]`: global average pool of the features, then the

@@ -19,6 +19,7 @@ use std::str::FromStr;
 use burn::prelude::*;
 use image::imageops::FilterType;
 use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
 
 use crate::data::{ImageEntry, decode_image};
 use crate::error::{Error, Result};
@@ -38,9 +39,11 @@ pub const SHORT_SIDE: u32 = 224;
 const BATCH: usize = 8;
 
 /// The pretrained networks allday supports.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Network {
+    #[serde(rename = "efficientnet-lite0")]
     EfficientNetLite0,
+    #[serde(rename = "vgg16")]
     Vgg16,
 }
 
@@ -68,6 +71,14 @@ impl FromStr for Network {
 }
 
 impl Network {
+    /// Returns the network's name in result tables.
+    pub fn short_name(self) -> &'static str {
+        match self {
+            Network::EfficientNetLite0 => "EffNet-Lite0",
+            Network::Vgg16 => "VGG-16",
+        }
+    }
+
     /// Where the weights usually are: the shared EfficientNet-Lite0 file beside the
     /// repository, torchvision's download cache for VGG-16.
     pub fn default_weights(self) -> PathBuf {
@@ -103,6 +114,30 @@ impl Backbone {
         match self {
             Backbone::EfficientNetLite0(network) => network.features(images),
             Backbone::Vgg16(network) => network.features(images),
+        }
+    }
+
+    /// Returns the number of layers that [`Backbone::layer_outputs`] can return.
+    pub fn max_depth(&self) -> usize {
+        match self {
+            Backbone::EfficientNetLite0(_) => efficientnet::LAYERS,
+            Backbone::Vgg16(_) => vgg::BLOCK_ENDS.len(),
+        }
+    }
+
+    /// Returns the outputs of the last `depth` layers, deepest first (`depth` clamped to
+    /// 1..=[`Backbone::max_depth`]): for EfficientNet-Lite0 the head, then the stage outputs
+    /// from the last back; for VGG-16 relu5_3, relu4_3, … relu1_2.
+    pub fn layer_outputs(&self, images: Tensor<4>, depth: usize) -> Vec<Tensor<4>> {
+        match self {
+            Backbone::EfficientNetLite0(network) => network.layer_outputs(images, depth),
+            Backbone::Vgg16(network) => {
+                let depth = depth.clamp(1, vgg::BLOCK_ENDS.len());
+                let mut outputs = network.block_activations(images, vgg::BLOCK_ENDS.len());
+                outputs.reverse();
+                outputs.truncate(depth);
+                outputs
+            }
         }
     }
 }
@@ -221,6 +256,65 @@ pub fn network_descriptors(
         }
     }
     Ok(parts.into_iter().map(Descriptors::cat).collect())
+}
+
+/// Per-position descriptors of the last `depth` layers of `backbone` for `entries`, deepest
+/// first: one `[images, positions, channels]` tensor per layer, each position's channel vector
+/// normalised to unit length (as allday's latent, see
+/// [`crate::retrieval::per_position_descriptors`]), and the width of each layer's grid.
+///
+/// Every image must be resized to the same size; images of another aspect ratio give
+/// [`Error::InputSizeMismatch`].
+pub fn network_layer_descriptors(
+    backbone: &Backbone,
+    depth: usize,
+    entries: &[ImageEntry],
+    max_pixels: u64,
+    device: &Device,
+) -> Result<(Vec<Tensor<3>>, Vec<usize>)> {
+    let mut per_layer: Vec<Vec<Tensor<3>>> = Vec::new();
+    let mut widths = Vec::new();
+    let mut first: Option<(PathBuf, [usize; 2])> = None;
+    for chunk in entries.chunks(BATCH) {
+        let inputs: Vec<NetworkInput> = chunk
+            .par_iter()
+            .map(|entry| network_input(&entry.path, max_pixels))
+            .collect::<Result<_>>()?;
+        for (entry, input) in chunk.iter().zip(&inputs) {
+            match &first {
+                None => first = Some((entry.path.clone(), [input.height, input.width])),
+                Some((path, size)) if *size != [input.height, input.width] => {
+                    return Err(Error::InputSizeMismatch {
+                        first: path.clone(),
+                        first_size: *size,
+                        other: entry.path.clone(),
+                        other_size: [input.height, input.width],
+                    });
+                }
+                Some(_) => {}
+            }
+        }
+        let [height, width] = first.as_ref().expect("the chunk is not empty").1;
+        let values: Vec<f32> = inputs
+            .iter()
+            .flat_map(|input| input.values.iter().copied())
+            .collect();
+        let batch = Tensor::<4>::from_data(
+            TensorData::new(values, [inputs.len(), 3, height, width]),
+            device,
+        );
+        let outputs = backbone.layer_outputs(batch, depth);
+        per_layer.resize_with(outputs.len(), Vec::new);
+        widths = outputs.iter().map(|output| output.dims()[3]).collect();
+        for (layer, output) in per_layer.iter_mut().zip(outputs) {
+            layer.push(per_position_descriptors(output));
+        }
+    }
+    let layers = per_layer
+        .into_iter()
+        .map(|parts| Tensor::cat(parts, 0))
+        .collect();
+    Ok((layers, widths))
 }
 
 impl Descriptors {

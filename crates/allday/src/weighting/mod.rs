@@ -12,7 +12,9 @@
 
 mod training;
 
-pub use training::{TripletData, TripletEpoch, TripletTrainer, WeightsFile};
+pub use training::{
+    BackboneSource, FeatureSource, NETWORK, TripletData, TripletEpoch, TripletTrainer, WeightsFile,
+};
 
 use std::collections::HashMap;
 
@@ -23,20 +25,24 @@ use rand::seq::IndexedRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+use crate::config::TripletSampling;
 use crate::data::{ImageEntry, ImageSet};
 use crate::error::{Error, Result};
 use crate::model::{Domain, DoubleVae};
-use crate::retrieval::{DistanceMatrix, per_position_descriptors, per_position_distances};
+use crate::pretrained::{Backbone, network_layer_descriptors};
+use crate::retrieval::{DistanceMatrix, per_position_descriptors, shifted_per_position_distances};
 
 /// Images encoded per forward pass when features are extracted.
 const ENCODE_BATCH: usize = 16;
 
 /// Per-position descriptors of a set of images at the matched layers, deepest (latent) first.
 ///
-/// Each layer is `[images, positions, channels]` with unit-length channel vectors.
+/// Each layer is `[images, positions, channels]` with unit-length channel vectors; positions
+/// run row by row over a grid `widths[layer]` wide.
 #[derive(Debug, Clone)]
 pub struct LayerFeatures {
     pub layers: Vec<Tensor<3>>,
+    pub widths: Vec<usize>,
 }
 
 impl LayerFeatures {
@@ -52,9 +58,11 @@ impl LayerFeatures {
         let model = model.valid();
         let indices: Vec<usize> = (0..images.len()).collect();
         let mut per_layer: Vec<Vec<Tensor<3>>> = vec![Vec::new(); depth];
+        let mut widths = vec![0; depth];
         for chunk in indices.chunks(ENCODE_BATCH) {
             let activations = model.encode_layers(domain, images.batch(chunk, device));
             for (slot, activation) in activations.into_iter().rev().take(depth).enumerate() {
+                widths[slot] = activation.dims()[3];
                 per_layer[slot].push(per_position_descriptors(activation));
             }
         }
@@ -63,7 +71,21 @@ impl LayerFeatures {
                 .into_iter()
                 .map(|parts| Tensor::cat(parts, 0))
                 .collect(),
+            widths,
         }
+    }
+
+    /// Computes the last `depth` layers of a pretrained `backbone` for the files of `images`,
+    /// which are decoded again at the network's input size (see [`crate::pretrained`]).
+    pub fn from_backbone(
+        backbone: &Backbone,
+        images: &ImageSet,
+        depth: usize,
+        device: &Device,
+    ) -> Result<LayerFeatures> {
+        let (layers, widths) =
+            network_layer_descriptors(backbone, depth, &images.entries, images.max_pixels, device)?;
+        Ok(LayerFeatures { layers, widths })
     }
 
     /// Appends the images of `other` after those of `self`, layer by layer.
@@ -75,6 +97,7 @@ impl LayerFeatures {
                 .zip(&other.layers)
                 .map(|(a, b)| Tensor::cat(vec![a.clone(), b.clone()], 0))
                 .collect(),
+            widths: self.widths.clone(),
         }
     }
 
@@ -102,8 +125,27 @@ impl LayerFeatures {
                 .iter()
                 .map(|layer| layer.clone().to_device(device))
                 .collect(),
+            widths: self.widths.clone(),
         }
     }
+}
+
+/// The feature extractor of a triplet run on the frozen encoders of `model` (see
+/// [`TripletTrainer::new`]).
+pub fn encoder_features<'a>(
+    model: &'a DoubleVae,
+    device: &'a Device,
+) -> impl FnMut(Domain, &ImageSet, usize) -> Result<LayerFeatures> + 'a {
+    move |domain, images, depth| Ok(LayerFeatures::extract(model, domain, images, depth, device))
+}
+
+/// The feature extractor of a triplet run on the layers of a pretrained `backbone`; both
+/// domains go through the same network.
+pub fn backbone_features<'a>(
+    backbone: &'a Backbone,
+    device: &'a Device,
+) -> impl FnMut(Domain, &ImageSet, usize) -> Result<LayerFeatures> + 'a {
+    move |_, images, depth| LayerFeatures::from_backbone(backbone, images, depth, device)
 }
 
 /// Rescales a layer's weights to an L2 norm of √channels, which leaves all-ones weights as they
@@ -187,19 +229,31 @@ impl ChannelWeights {
     }
 
     /// Computes the weighted distance between every query and every database image, summed
-    /// over layers.
-    pub fn distances(&self, queries: &LayerFeatures, database: &LayerFeatures) -> DistanceMatrix {
+    /// over layers. With `max_shift` > 0, each layer's grids are compared under the best
+    /// horizontal offset of up to that many columns (see
+    /// [`crate::retrieval::shifted_per_position_distances`]).
+    pub fn distances(
+        &self,
+        queries: &LayerFeatures,
+        database: &LayerFeatures,
+        max_shift: usize,
+    ) -> DistanceMatrix {
         let mut total: Option<DistanceMatrix> = None;
-        for ((weights, queries), database) in self
+        for (((weights, queries), database), &width) in self
             .layers
             .iter()
             .zip(&queries.layers)
             .zip(&database.layers)
+            .zip(&queries.widths)
         {
             // The same rescaling as in training, so that layers add up with the learned balance.
             let scale = scale(weights.val());
-            let layer =
-                per_position_distances(queries.clone() * scale.clone(), database.clone() * scale);
+            let layer = shifted_per_position_distances(
+                queries.clone() * scale.clone(),
+                database.clone() * scale,
+                width,
+                max_shift,
+            );
             total = Some(match total {
                 Some(mut sum) => {
                     for (value, add) in sum.values.iter_mut().zip(&layer.values) {
@@ -232,27 +286,44 @@ pub struct Triplet {
     pub negative: usize,
 }
 
-/// Draws triplets: the anchor is a domain-A image of place i, the positive a domain-B image of
-/// the same place, and the negative an image of either domain whose place is more than
-/// `tolerance` frames from i.
+/// Draws triplets of `sampling` (see [`TripletSampling`]); a negative's place is always more
+/// than `tolerance` frames from the anchor's.
 pub fn sample_triplets(
     domain_a: &[ImageEntry],
     domain_b: &[ImageEntry],
+    sampling: TripletSampling,
     tolerance: usize,
     count: usize,
     rng: &mut ChaCha8Rng,
 ) -> Result<Vec<Triplet>> {
-    let mut b_by_frame: HashMap<usize, Vec<usize>> = HashMap::new();
-    for (index, entry) in domain_b.iter().enumerate() {
-        b_by_frame.entry(entry.frame).or_default().push(index);
-    }
-    let anchors: Vec<usize> = (0..domain_a.len())
-        .filter(|&index| b_by_frame.contains_key(&domain_a[index].frame))
-        .collect();
-    let pool: Vec<usize> = domain_a
+    let by_frame = |entries: &[ImageEntry], offset: usize| {
+        let mut map: HashMap<usize, Vec<usize>> = HashMap::new();
+        for (index, entry) in entries.iter().enumerate() {
+            map.entry(entry.frame).or_default().push(offset + index);
+        }
+        map
+    };
+    let frames: Vec<usize> = domain_a
         .iter()
         .chain(domain_b)
         .map(|entry| entry.frame)
+        .collect();
+    // Anchors and positives are indices into the pool (domain A first); positives are keyed by
+    // frame. Negatives are drawn from `negatives`, a range of the pool.
+    let (anchor_range, positives, negatives) = match sampling {
+        TripletSampling::Mixed => (
+            0..domain_a.len(),
+            by_frame(domain_b, domain_a.len()),
+            0..frames.len(),
+        ),
+        TripletSampling::Retrieval => (
+            domain_a.len()..frames.len(),
+            by_frame(domain_a, 0),
+            0..domain_a.len(),
+        ),
+    };
+    let anchors: Vec<usize> = anchor_range
+        .filter(|&index| positives.contains_key(&frames[index]))
         .collect();
     if anchors.is_empty() {
         return Err(Error::InvalidConfig {
@@ -275,13 +346,12 @@ pub fn sample_triplets(
             });
         }
         let anchor = *anchors.choose(rng).expect("anchors is not empty");
-        let frame = domain_a[anchor].frame;
-        let positive = domain_a.len()
-            + *b_by_frame[&frame]
-                .choose(rng)
-                .expect("a listed frame has images");
-        let negative = rng.random_range(0..pool.len());
-        if pool[negative].abs_diff(frame) <= tolerance {
+        let frame = frames[anchor];
+        let positive = *positives[&frame]
+            .choose(rng)
+            .expect("a listed frame has images");
+        let negative = rng.random_range(negatives.clone());
+        if frames[negative].abs_diff(frame) <= tolerance {
             continue;
         }
         triplets.push(Triplet {
@@ -351,10 +421,11 @@ pub fn channel_importance(
 }
 
 /// Measures [`channel_importance`] of learned weights on held-out images: `triplets_per_epoch`
-/// triplets of the places in `images_a` and `images_b`, drawn from `seed`. Returns the
+/// triplets of the places in `images_a` and `images_b`, drawn from `seed`, on the features that
+/// `extract` computes (see [`encoder_features`] and [`backbone_features`]). Returns the
 /// importance per layer and the number of triplets.
 pub fn held_out_importance(
-    model: &DoubleVae,
+    mut extract: impl FnMut(Domain, &ImageSet, usize) -> Result<LayerFeatures>,
     images_a: &ImageSet,
     images_b: &ImageSet,
     file: &WeightsFile,
@@ -362,14 +433,23 @@ pub fn held_out_importance(
     seed: u64,
     device: &Device,
 ) -> Result<(Vec<Vec<f64>>, usize)> {
-    let extract = |domain, images: &ImageSet| {
-        LayerFeatures::extract(model, domain, images, file.depth, device)
-    };
-    let pool = extract(Domain::A, images_a).concat(&extract(Domain::B, images_b));
+    let pool = extract(Domain::A, images_a, file.depth)?.concat(&extract(
+        Domain::B,
+        images_b,
+        file.depth,
+    )?);
+    let expected: Vec<usize> = file.weights.iter().map(Vec::len).collect();
+    if pool.channels() != expected {
+        return Err(Error::WeightsMismatch {
+            weights: expected,
+            features: pool.channels(),
+        });
+    }
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let triplets = sample_triplets(
         &images_a.entries,
         &images_b.entries,
+        file.config.sampling,
         tolerance,
         file.config.triplets_per_epoch,
         &mut rng,
@@ -407,6 +487,7 @@ pub fn share_carrying(importance: &[f64], fraction: f64) -> f64 {
 mod tests {
     use super::*;
     use crate::backend::default_device;
+    use crate::retrieval::per_position_distances;
     use std::path::PathBuf;
 
     fn entries(frames: &[usize]) -> Vec<ImageEntry> {
@@ -456,10 +537,11 @@ mod tests {
             );
             LayerFeatures {
                 layers: vec![per_position_descriptors(latent)],
+                widths: vec![2],
             }
         };
         let (queries, database) = (features(0.0), features(0.5));
-        let weighted = ChannelWeights::ones(&[4], &device).distances(&queries, &database);
+        let weighted = ChannelWeights::ones(&[4], &device).distances(&queries, &database, 0);
         let plain = per_position_distances(queries.layers[0].clone(), database.layers[0].clone());
         for (a, b) in weighted.values.iter().zip(&plain.values) {
             assert!((a - b).abs() < 1e-5);
@@ -480,11 +562,12 @@ mod tests {
                     ))
                 })
                 .collect(),
+            widths: vec![2, 4],
         };
         let (queries, database) = (features(2, 0.0), features(3, 0.3));
         let weights =
             ChannelWeights::from_values(&[vec![0.5, 2.0, 1.0, 0.1], vec![3.0, 1.0, 0.2]], &device);
-        let matrix = weights.distances(&queries, &database);
+        let matrix = weights.distances(&queries, &database, 0);
         for query in 0..2 {
             for image in 0..3 {
                 let paired = weights
@@ -504,7 +587,8 @@ mod tests {
         let day = entries(&[0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9]);
         let night = entries(&[0, 1, 2, 3, 4, 5, 6, 7, 8, 9]);
         let mut rng = ChaCha8Rng::seed_from_u64(3);
-        let triplets = sample_triplets(&day, &night, 2, 500, &mut rng).unwrap();
+        let triplets =
+            sample_triplets(&day, &night, TripletSampling::Mixed, 2, 500, &mut rng).unwrap();
         let frame = |index: usize| {
             if index < day.len() {
                 day[index].frame
@@ -521,11 +605,39 @@ mod tests {
     }
 
     #[test]
+    fn retrieval_triplets_rank_database_images_for_a_query() {
+        let day = entries(&[0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9]);
+        let night = entries(&[0, 1, 2, 3, 4, 5, 6, 7, 8, 9]);
+        let mut rng = ChaCha8Rng::seed_from_u64(3);
+        let triplets =
+            sample_triplets(&day, &night, TripletSampling::Retrieval, 2, 500, &mut rng).unwrap();
+        let mut negatives_seen = std::collections::HashSet::new();
+        for triplet in triplets {
+            assert!(triplet.anchor >= day.len(), "the anchor is a query");
+            assert!(
+                triplet.positive < day.len(),
+                "the positive is a database image"
+            );
+            assert!(
+                triplet.negative < day.len(),
+                "the negative is a database image"
+            );
+            let anchor_frame = night[triplet.anchor - day.len()].frame;
+            assert_eq!(day[triplet.positive].frame, anchor_frame);
+            assert!(day[triplet.negative].frame.abs_diff(anchor_frame) > 2);
+            negatives_seen.insert(triplet.negative);
+        }
+        // Every database image lies outside the tolerance of some query.
+        assert_eq!(negatives_seen.len(), day.len());
+    }
+
+    #[test]
     fn tolerance_covering_everything_rejected() {
         let day = entries(&[0, 1, 2]);
         let night = entries(&[0, 1, 2]);
         let mut rng = ChaCha8Rng::seed_from_u64(3);
-        let error = sample_triplets(&day, &night, 5, 10, &mut rng).unwrap_err();
+        let error =
+            sample_triplets(&day, &night, TripletSampling::Mixed, 5, 10, &mut rng).unwrap_err();
         assert!(error.to_string().contains("tolerance"), "{error}");
     }
 
@@ -541,6 +653,7 @@ mod tests {
                 TensorData::new(values, [3, 1, 2]),
                 &device,
             )],
+            widths: vec![1],
         };
         let triplets = [Triplet {
             anchor: 0,

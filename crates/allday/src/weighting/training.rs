@@ -22,7 +22,8 @@ use crate::checkpoint::{self, Checkpoint, NetworkState};
 use crate::config::{Config, TripletConfig};
 use crate::data::{ImageEntry, ImageSet};
 use crate::error::{Error, Result};
-use crate::model::{Domain, DoubleVae};
+use crate::model::Domain;
+use crate::pretrained::Network;
 
 /// Name of the channel weights' files in a triplet checkpoint.
 pub const NETWORK: &str = "channel-weights";
@@ -49,29 +50,70 @@ pub struct TripletData {
     pub validation_b: ImageSet,
 }
 
-/// The stage-1 checkpoint a triplet run trains on.
+/// The frozen network a triplet run trains on, saved as `source.json`: a stage-1 checkpoint's
+/// encoders or a pretrained backbone. A resume on other weights is rejected.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-struct Source {
-    checkpoint: PathBuf,
-    /// See [`checkpoint::weights_fingerprint`]; a resume with other encoders is rejected.
-    vae_fingerprint: String,
+pub struct FeatureSource {
+    /// The stage-1 checkpoint directory, or the backbone's weights file.
+    #[serde(alias = "checkpoint")]
+    pub path: PathBuf,
+    /// [`checkpoint::weights_fingerprint`] of the VAE, or the SHA-256 of the backbone's
+    /// weights file.
+    #[serde(alias = "vae_fingerprint")]
+    pub fingerprint: String,
+    /// The pretrained network; absent for a stage-1 checkpoint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backbone: Option<BackboneSource>,
 }
 
-impl Source {
-    fn of(checkpoint: &Checkpoint) -> Source {
-        Source {
-            checkpoint: checkpoint.path.clone(),
-            vae_fingerprint: checkpoint
+/// A pretrained network and the weights file it was loaded from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BackboneSource {
+    pub network: Network,
+    pub weights: PathBuf,
+}
+
+impl FeatureSource {
+    /// The encoders of a stage-1 checkpoint.
+    pub fn of_checkpoint(checkpoint: &Checkpoint) -> FeatureSource {
+        FeatureSource {
+            path: checkpoint.path.clone(),
+            fingerprint: checkpoint
                 .state
                 .weights_fingerprint
                 .get(checkpoint::VAE)
                 .cloned()
                 .unwrap_or_default(),
+            backbone: None,
         }
+    }
+
+    /// A pretrained `network` whose weights are the file at `weights`.
+    pub fn of_backbone(network: Network, weights: &Path) -> Result<FeatureSource> {
+        let bytes = std::fs::read(weights).map_err(|source| Error::io(weights, source))?;
+        Ok(FeatureSource {
+            path: weights.to_path_buf(),
+            fingerprint: checkpoint::sha256_hex(&bytes),
+            backbone: Some(BackboneSource {
+                network,
+                weights: weights.to_path_buf(),
+            }),
+        })
+    }
+
+    /// Reads the `source.json` of the triplet run in `run_dir`.
+    pub fn read(run_dir: &Path) -> Result<FeatureSource> {
+        let path = run_dir.join(SOURCE_FILE);
+        let text = std::fs::read_to_string(&path).map_err(|error| Error::io(&path, error))?;
+        serde_json::from_str(&text).map_err(|error| Error::InvalidCheckpoint {
+            path,
+            message: error.to_string(),
+        })
     }
 }
 
-/// Trains channel weights on the frozen encoders of a stage-1 checkpoint.
+/// Trains channel weights on frozen features: the encoders of a stage-1 checkpoint or the
+/// layers of a pretrained backbone.
 pub struct TripletTrainer {
     config: Config,
     out_dir: PathBuf,
@@ -88,14 +130,18 @@ pub struct TripletTrainer {
     validation_triplets: Vec<Triplet>,
     epoch: usize,
     history: Vec<TripletEpoch>,
+    /// The pretrained network the features come from; `None` for a stage-1 checkpoint.
+    backbone: Option<BackboneSource>,
 }
 
 impl TripletTrainer {
-    /// Starts a triplet run in `out_dir`, which must not contain one yet. `config.triplet` sets
-    /// the training; `config.seed` the triplets.
+    /// Starts a triplet run in `out_dir`, which must not contain one yet. `extract(domain,
+    /// images, depth)` computes the features of the last `depth` layers for a set of images of
+    /// `domain`, with the network that `source` names; `config.triplet` sets the training and
+    /// `config.seed` the triplets.
     pub fn new(
-        model: &DoubleVae,
-        source: &Checkpoint,
+        extract: impl FnMut(Domain, &ImageSet, usize) -> Result<LayerFeatures>,
+        source: &FeatureSource,
         data: &TripletData,
         config: Config,
         out_dir: &Path,
@@ -107,46 +153,38 @@ impl TripletTrainer {
             });
         }
         std::fs::create_dir_all(out_dir).map_err(|source| Error::io(out_dir, source))?;
-        let text = serde_json::to_string_pretty(&Source::of(source))
-            .expect("the source serialises to JSON");
+        let text = serde_json::to_string_pretty(source).expect("the source serialises to JSON");
         crate::io::write_atomic(&out_dir.join(SOURCE_FILE), text.as_bytes())?;
         crate::io::write_atomic(
             &out_dir.join(METRICS_FILE),
             format!("{METRICS_HEADER}\n").as_bytes(),
         )?;
-        let mut trainer = Self::prepare(model, data, config, out_dir, device)?;
+        let mut trainer = Self::prepare(extract, source, data, config, out_dir, device)?;
         trainer.weights = ChannelWeights::ones(&trainer.train_pool.channels(), &trainer.autodiff);
         Ok(trainer)
     }
 
     /// Continues the triplet run in `out_dir` from its newest intact checkpoint, on the
-    /// encoders of `source`, which must be those it started with. `epochs`, when given,
-    /// replaces the configured number of epochs.
+    /// network of `source`, which must have the weights it started with (`extract` as in
+    /// [`TripletTrainer::new`]). `epochs`, when given, replaces the configured number of
+    /// epochs.
     pub fn resume(
-        model: &DoubleVae,
-        source: &Checkpoint,
+        extract: impl FnMut(Domain, &ImageSet, usize) -> Result<LayerFeatures>,
+        source: &FeatureSource,
         data: &TripletData,
         out_dir: &Path,
         epochs: Option<usize>,
         device: &Device,
     ) -> Result<TripletTrainer> {
         let checkpoint = Checkpoint::open_network_for_resume(out_dir, NETWORK)?;
-        let source_path = out_dir.join(SOURCE_FILE);
-        let text = std::fs::read_to_string(&source_path)
-            .map_err(|error| Error::io(&source_path, error))?;
-        let started_on: Source =
-            serde_json::from_str(&text).map_err(|error| Error::InvalidCheckpoint {
-                path: source_path.clone(),
-                message: error.to_string(),
-            })?;
-        let given = Source::of(source);
-        if started_on.vae_fingerprint != given.vae_fingerprint {
+        let started_on = FeatureSource::read(out_dir)?;
+        if started_on.fingerprint != source.fingerprint {
             return Err(Error::InvalidCheckpoint {
                 path: out_dir.to_path_buf(),
                 message: format!(
-                    "it was trained on the encoders of {}, but {} holds other weights; pass the run it started from",
-                    started_on.checkpoint.display(),
-                    given.checkpoint.display()
+                    "it was trained on the weights of {}, but {} holds other weights; pass the network it started from",
+                    started_on.path.display(),
+                    source.path.display()
                 ),
             });
         }
@@ -163,7 +201,7 @@ impl TripletTrainer {
                 expected: format!("at least {epoch}, the epochs already trained"),
             });
         }
-        let mut trainer = Self::prepare(model, data, config, out_dir, device)?;
+        let mut trainer = Self::prepare(extract, source, data, config, out_dir, device)?;
         let fresh = ChannelWeights::ones(&trainer.train_pool.channels(), &trainer.autodiff);
         trainer.weights = checkpoint.load_network(NETWORK, fresh)?;
         trainer.optimizer = checkpoint.load_optimizer(NETWORK, trainer.optimizer)?;
@@ -184,7 +222,8 @@ impl TripletTrainer {
 
     /// Extracts the features and draws the validation triplets; the weights start at ones.
     fn prepare(
-        model: &DoubleVae,
+        mut extract: impl FnMut(Domain, &ImageSet, usize) -> Result<LayerFeatures>,
+        source: &FeatureSource,
         data: &TripletData,
         config: Config,
         out_dir: &Path,
@@ -192,17 +231,18 @@ impl TripletTrainer {
     ) -> Result<TripletTrainer> {
         let autodiff = device.clone().autodiff();
         let depth = config.triplet.depth;
-        let extract = |domain, images: &ImageSet| {
-            LayerFeatures::extract(model, domain, images, depth, device)
-        };
-        let train_pool = extract(Domain::A, &data.train_a)
-            .concat(&extract(Domain::B, &data.train_b))
+        let train_pool = extract(Domain::A, &data.train_a, depth)?
+            .concat(&extract(Domain::B, &data.train_b, depth)?)
             .to_device(&autodiff);
-        let validation_pool =
-            extract(Domain::A, &data.validation_a).concat(&extract(Domain::B, &data.validation_b));
+        let validation_pool = extract(Domain::A, &data.validation_a, depth)?.concat(&extract(
+            Domain::B,
+            &data.validation_b,
+            depth,
+        )?);
         let validation_triplets = sample_triplets(
             &data.validation_a.entries,
             &data.validation_b.entries,
+            config.triplet.sampling,
             config.evaluation.tolerance,
             config.triplet.triplets_per_epoch,
             &mut triplet_rng(config.seed, 0),
@@ -221,6 +261,7 @@ impl TripletTrainer {
             validation_triplets,
             epoch: 0,
             history: Vec::new(),
+            backbone: source.backbone.clone(),
             config,
         })
     }
@@ -260,6 +301,7 @@ impl TripletTrainer {
         let triplets = sample_triplets(
             &self.train_a,
             &self.train_b,
+            settings.sampling,
             self.config.evaluation.tolerance,
             settings.triplets_per_epoch,
             &mut triplet_rng(self.config.seed, epoch as u64),
@@ -359,6 +401,7 @@ impl TripletTrainer {
             weights: self.weights.values(),
             config: self.config.triplet.clone(),
             history: self.history.clone(),
+            backbone: self.backbone.clone(),
         }
     }
 }
@@ -406,6 +449,10 @@ pub struct WeightsFile {
     pub weights: Vec<Vec<f32>>,
     pub config: TripletConfig,
     pub history: Vec<TripletEpoch>,
+    /// The pretrained network whose layers the weights are for; absent for the encoders of a
+    /// stage-1 checkpoint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backbone: Option<BackboneSource>,
 }
 
 impl WeightsFile {
