@@ -57,6 +57,6 @@ else
         --run-dir "$backbone_dir" "${data_args[@]}"
 fi
 for database in day_right day_left; do
-    allday eval --weights "$backbone_dir/channel-weights-d1.json" "${data_args[@]}" \
+    allday eval --weights "$backbone_dir/channel-weights-d3.json" "${data_args[@]}" \
         --database "$database" --json "$backbone_dir/eval-$database.json"
 done

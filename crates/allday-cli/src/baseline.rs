@@ -9,8 +9,8 @@ use allday::config::{Config, PlaceRange};
 use allday::data::LoadOptions;
 use allday::evaluation::GroundTruth;
 use allday::evaluation::run::{
-    EvaluationSets, MethodResult, evaluate_hog, evaluate_latent, evaluate_network, evaluate_pixels,
-    evaluate_weighted, format_table,
+    EvaluationSets, MethodResult, evaluate_backbone_layers, evaluate_hog, evaluate_latent,
+    evaluate_network, evaluate_pixels, evaluate_weighted, format_table,
 };
 use allday::pooling::{GEM_P, Pooling};
 use allday::pretrained::{Backbone, Network};
@@ -225,15 +225,46 @@ pub fn compare(args: CompareArgs) -> Result<()> {
     ));
     if let Some(path) = &args.weights {
         let weights = WeightsFile::load(path)?;
-        results.push(evaluate_weighted(
-            &model,
-            &sets,
-            &ground_truth,
-            &weights,
-            config.evaluation.max_shift,
-            margin,
-            &device,
-        ));
+        let max_shift = config.evaluation.max_shift;
+        results.push(match &weights.backbone {
+            Some(source) => {
+                let backbone = load_backbone(source.network, Some(&source.weights))?;
+                // The offsets the weights were trained for, from their triplet run.
+                let max_shift = match path.parent() {
+                    Some(dir) if allday::checkpoint::has_checkpoints(dir)? => {
+                        Checkpoint::open_network_for_resume(dir, allday::weighting::NETWORK)?
+                            .config
+                            .evaluation
+                            .max_shift
+                    }
+                    _ => max_shift,
+                };
+                evaluate_backbone_layers(
+                    format!(
+                        "allday {} weighted d{}",
+                        source.network.short_name(),
+                        weights.depth
+                    ),
+                    &backbone,
+                    Some(&weights),
+                    weights.depth,
+                    max_shift,
+                    &sets,
+                    &ground_truth,
+                    margin,
+                    &device,
+                )?
+            }
+            None => evaluate_weighted(
+                &model,
+                &sets,
+                &ground_truth,
+                &weights,
+                max_shift,
+                margin,
+                &device,
+            )?,
+        });
     }
     let mut networks = vec![(Network::EfficientNetLite0, args.efficientnet.clone())];
     if let Some(path) = &args.vgg16 {

@@ -162,7 +162,7 @@ impl Subject {
                         max_shift,
                         margin,
                         device,
-                    ));
+                    )?);
                 }
                 Ok(results)
             }

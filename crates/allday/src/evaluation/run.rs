@@ -175,11 +175,11 @@ pub fn evaluate_weighted(
     max_shift: usize,
     margin: f64,
     device: &Device,
-) -> MethodResult {
+) -> Result<MethodResult> {
     let database = LayerFeatures::extract(model, Domain::A, &sets.database, weights.depth, device);
     let queries = LayerFeatures::extract(model, Domain::B, &sets.queries, weights.depth, device);
-    let channel_weights = ChannelWeights::from_values(&weights.weights, device);
-    MethodResult::measure(
+    let channel_weights = matching_weights(weights, &database)?;
+    Ok(MethodResult::measure(
         format!("allday weighted d{}", weights.depth),
         queries,
         database,
@@ -188,7 +188,25 @@ pub fn evaluate_weighted(
         sets,
         ground_truth,
         margin,
-    )
+    ))
+}
+
+/// Builds the channel weights of `file`, which must have one weight per channel of every
+/// layer of `features`.
+fn matching_weights(file: &WeightsFile, features: &LayerFeatures) -> Result<ChannelWeights> {
+    let weights: Vec<usize> = file.weights.iter().map(Vec::len).collect();
+    if weights != features.channels() {
+        return Err(crate::error::Error::WeightsMismatch {
+            weights,
+            features: features.channels(),
+        });
+    }
+    let device = features
+        .layers
+        .first()
+        .map(Tensor::device)
+        .expect("weights files have at least one layer");
+    Ok(ChannelWeights::from_values(&file.weights, &device))
 }
 
 /// Retrieval with standardised 32×24 grey thumbnails and cosine distance.
@@ -313,7 +331,7 @@ pub fn evaluate_backbone_layers(
     let database = LayerFeatures::from_backbone(backbone, &sets.database, depth, device)?;
     let queries = LayerFeatures::from_backbone(backbone, &sets.queries, depth, device)?;
     let channel_weights = match weights {
-        Some(file) => ChannelWeights::from_values(&file.weights, device),
+        Some(file) => matching_weights(file, &database)?,
         None => ChannelWeights::ones(&database.channels(), device),
     };
     Ok(MethodResult::measure(
