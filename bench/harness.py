@@ -182,7 +182,7 @@ def build_cases(args) -> list[Case]:
                  for metric in ("ip", "l2") for threads in sorted({1, args.threads})]
         for rows in (100_000, 1_000_000):
             arguments = ["--rows", str(rows), "--dims", "256", "--queries", "100", "--k", "10",
-                         "--warmup", "1", "--iterations", "5"]
+                         "--warmup", "1", "--iterations", "3"]
             # Target: at least FAISS's throughput, so at most its time.
             cases.append(Case(f"top-10 of {rows:,} × 256, 100 queries", "search", arguments,
                               [ours] + faiss, {"allday": 1.0}))

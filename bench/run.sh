@@ -41,4 +41,4 @@ fi
 
 "$VENV/bin/python" bench/harness.py --flex "$BIN_DIR/allday-bench-flex" "${TCH[@]}" \
     --data "$DATA" "${ARGS[@]}"
-"$VENV/bin/python" bench/profile.py --flex "$BIN_DIR/allday-bench-flex" --data "$DATA"
+"$VENV/bin/python" bench/profile_step.py --flex "$BIN_DIR/allday-bench-flex" --data "$DATA"

@@ -5,7 +5,7 @@
 2. Where `perf` can sample (software clock; hardware counters are not needed), `perf record`
    samples `allday-bench train-step` and this prints the functions with the most self time.
 
-Usage: python bench/profile.py --flex BIN --data DIR [--size 64] [--out bench/results]
+Usage: python bench/profile_step.py --flex BIN --data DIR [--size 64] [--out bench/results]
 """
 
 import argparse
