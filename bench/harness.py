@@ -7,6 +7,7 @@ that process (ru_maxrss). The table reports the median over all timed iterations
 rounds, the ratio of medians ours/reference, and the highest peak RSS over the rounds.
 
 Usage: python bench/harness.py --flex BIN [--tch BIN] --data DIR [--rounds N]
+       [--allday-flex CLI --allday-tch CLI --eval-run RUN]
 (bench/run.sh builds the binaries and passes them.)
 """
 
@@ -19,6 +20,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -43,6 +45,8 @@ class Case:
     implementations: list[Implementation]
     # Time-ratio targets by implementation name, ours/reference.
     targets: dict[str, float] = field(default_factory=dict)
+    # Time the whole process (start-up included) instead of the iterations it reports.
+    wall: bool = False
 
 
 def run_once(implementation: Implementation, case: Case) -> dict:
@@ -50,9 +54,11 @@ def run_once(implementation: Implementation, case: Case) -> dict:
     command = implementation.program + [case.subcommand] + implementation.extra + case.arguments
     env = dict(os.environ, **implementation.env)
     with tempfile.TemporaryFile("w+") as stdout, tempfile.TemporaryFile("w+") as stderr:
+        started = time.perf_counter()
         process = subprocess.Popen(command, stdout=stdout, stderr=stderr, env=env, text=True)
         # Reaped here rather than by Popen, so that the rusage is this child's own.
         _, status, rusage = os.wait4(process.pid, 0)
+        wall_seconds = time.perf_counter() - started
         process.returncode = os.waitstatus_to_exitcode(status)
         stdout.seek(0)
         stderr.seek(0)
@@ -61,9 +67,13 @@ def run_once(implementation: Implementation, case: Case) -> dict:
         raise RuntimeError(f"{' '.join(command)} failed with exit code {process.returncode}:\n"
                            f"{errors[-2000:]}")
     lines = [line for line in output.splitlines() if line.startswith("{")]
-    if not lines:
+    if case.wall:
+        report = json.loads(lines[-1]) if lines else {}
+        report["seconds"] = [wall_seconds]
+    elif lines:
+        report = json.loads(lines[-1])
+    else:
         raise RuntimeError(f"{' '.join(command)} printed no JSON report:\n{output[-2000:]}")
-    report = json.loads(lines[-1])
     report["peak_rss_mib"] = rusage.ru_maxrss / 1024.0  # ru_maxrss is in KiB on Linux
     return report
 
@@ -175,6 +185,17 @@ def build_cases(args) -> list[Case]:
             model_case("encoder 128×128, batch 8", "encode", 128, 8, 2, 10, (1.2, 0.8)),
             model_case("encoder 128×128, batch 1", "encode", 128, 1, 3, 30, (1.2, 0.8)),
         ]
+    if "eval" in args.only and args.eval_run:
+        runs = [Implementation("allday flex", [args.allday_flex], ["--run", str(args.eval_run)],
+                               rayon)]
+        if args.allday_tch:
+            runs.append(Implementation("allday tch", [args.allday_tch],
+                                       ["--run", str(args.eval_run)], rayon))
+        runs.append(Implementation("PyTorch", REFERENCE, ["--threads", str(args.threads),
+                                                          "--data", str(args.data)],
+                                   reference=True))
+        cases.append(Case("`allday eval`, Gardens Point, 100 + 100 images 64×48", "eval", [],
+                          runs, wall=True))
     if "search" in args.only:
         ours = Implementation("allday", [args.flex], env=rayon)
         faiss = [Implementation(f"FAISS Flat{metric.upper()}, {threads} thr.", REFERENCE,
@@ -194,10 +215,13 @@ def main() -> int:
     parser.add_argument("--flex", required=True, help="allday-bench built with the flex backend")
     parser.add_argument("--tch", help="allday-bench built with --features tch")
     parser.add_argument("--data", type=Path, required=True, help="Gardens Point folder")
+    parser.add_argument("--allday-flex", help="allday CLI built with flex, for `eval`")
+    parser.add_argument("--allday-tch", help="allday CLI built with --features tch")
+    parser.add_argument("--eval-run", type=Path, help="run directory that `allday eval` reads")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--only", nargs="+", default=["train", "encode", "search"],
-                        choices=["train", "encode", "search"])
+    parser.add_argument("--only", nargs="+", default=["train", "encode", "eval", "search"],
+                        choices=["train", "encode", "eval", "search"])
     parser.add_argument("--out", type=Path, default=HERE / "results")
     args = parser.parse_args()
 

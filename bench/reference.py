@@ -2,9 +2,9 @@
 
 It mirrors crates/allday/src/model.rs, loss.rs and training.rs layer for layer:
 
-- encoder per domain: 7x7 stem, two 4x4 stride-2 convolutions, each followed by ReLU, then
-  `private_blocks` residual blocks; `shared_encoder_blocks` residual blocks used by both
-  domains; the output is the latent mean;
+- encoder per domain: 7x7 stem and two 4x4 stride-2 convolutions, each followed by ReLU, then
+  `private_blocks` residual blocks. Then `shared_encoder_blocks` residual blocks that both
+  domains use, whose output is the latent mean;
 - decoder per domain: `shared_decoder_blocks` shared residual blocks, then two stages of
   nearest x2 upsampling, 5x5 convolution, batch norm and ReLU, then a 7x7 convolution to RGB
   and a sigmoid;
@@ -25,6 +25,7 @@ import argparse
 import json
 import sys
 import time
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -240,9 +241,112 @@ def search_command(args) -> dict:
             "threads": faiss.omp_get_max_threads()}
 
 
+def load_image(path, width: int, height: int) -> torch.Tensor:
+    """[3, height, width] in [0, 1]: resized keeping the aspect ratio to cover the target
+    (bilinear, as allday's triangle filter), then centre-cropped, as allday's load_image."""
+    from PIL import Image
+
+    image = Image.open(path).convert("RGB")
+    scale = max(width / image.width, height / image.height)
+    size = (max(round(image.width * scale), width), max(round(image.height * scale), height))
+    image = image.resize(size, Image.Resampling.BILINEAR)
+    left, top = (size[0] - width) // 2, (size[1] - height) // 2
+    image = image.crop((left, top, left + width, top + height))
+    return torch.frombuffer(bytearray(image.tobytes()), dtype=torch.uint8).view(
+        height, width, 3).permute(2, 0, 1).float() / 255.0
+
+
+def pixel_descriptor(path) -> torch.Tensor:
+    """Standardised 32x24 grey thumbnail, as allday's raw-pixel baseline."""
+    from PIL import Image
+
+    image = Image.open(path).convert("L").resize((32, 24), Image.Resampling.BILINEAR)
+    values = torch.frombuffer(bytearray(image.tobytes()), dtype=torch.uint8).float()
+    return (values - values.mean()) / values.std(unbiased=False).clamp_min(1e-6)
+
+
+def retrieval_metrics(distances: torch.Tensor, frames: list[int], database: int,
+                      tolerance: int, margin: float) -> dict:
+    """Recall@1/5/10, PR-AUC, triplet loss and silhouette from the distances between all images
+    (database first, then queries), as allday's evaluation computes them."""
+    frames_t = torch.tensor(frames)
+    cross = distances[database:, :database]  # [queries, database]
+    match = (frames_t[database:, None] - frames_t[None, :database]).abs() <= tolerance
+    order = cross.argsort(dim=1, stable=True)
+    hits = match.gather(1, order)
+    recall = {n: 100.0 * hits[:, :n].any(dim=1).float().mean().item() for n in (1, 5, 10)}
+
+    nearest = sorted(zip(cross.gather(1, order[:, :1]).squeeze(1).tolist(), hits[:, 0].tolist()))
+    area, correct, previous = 0.0, 0, (0.0, 1.0 if nearest[0][1] else 0.0)
+    for accepted, (_, is_match) in enumerate(nearest, start=1):
+        correct += int(is_match)
+        recall_here, precision = correct / len(nearest), correct / accepted
+        area += (recall_here - previous[0]) * (precision + previous[1]) / 2
+        previous = (recall_here, precision)
+
+    negatives = (frames_t[:database, None] - frames_t[None, :]).abs() > tolerance
+    positives = frames_t[:database, None] == frames_t[None, database:]
+    triplet_losses = []
+    for anchor in range(database):
+        negative = distances[anchor][negatives[anchor]]
+        for positive in distances[anchor, database:][positives[anchor]]:
+            triplet_losses.append((margin + positive - negative).clamp_min(0.0))
+    triplet = torch.cat(triplet_losses).mean().item() if triplet_losses else float("nan")
+
+    labels = frames_t
+    same = labels[:, None] == labels[None, :]
+    eye = torch.eye(len(frames), dtype=torch.bool)
+    silhouettes = []
+    for i in range(len(frames)):
+        own = distances[i][same[i] & ~eye[i]]
+        if own.numel() == 0:
+            continue
+        others = [distances[i][labels == place].mean() for place in labels.unique()
+                  if place != labels[i]]
+        a, b = own.mean(), torch.stack(others).min()
+        silhouettes.append(((b - a) / torch.maximum(a, b)).item())
+    silhouette = sum(silhouettes) / len(frames)
+    return {"recall": recall, "pr_auc": area, "triplet": triplet, "silhouette": silhouette}
+
+
+def eval_command(args) -> dict:
+    """allday eval's work on Gardens Point: load both sets, encode, per-position distances over
+    all images, metrics, then the raw-pixel baseline, which decodes the images again as allday
+    does. The weights are freshly initialised: the cost does not depend on their values."""
+    started = time.perf_counter()
+    model = build_model(args).eval()
+    data = Path(args.data)
+    places = range(100, 200)
+    sets = {name: sorted(p for p in (data / name).iterdir()
+                         if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
+            for name in ("day_right", "night_right")}
+    database = [sets["day_right"][i] for i in places]
+    queries = [sets["night_right"][i] for i in places]
+    frames = list(places) + list(places)
+    with torch.inference_mode():
+        def descriptors(paths, domain):
+            images = torch.stack([load_image(p, args.width, args.height) for p in paths])
+            latent = torch.cat([model.encode(domain, batch) for batch in images.split(16)])
+            vectors = latent.flatten(2).transpose(1, 2)  # [n, positions, channels]
+            return vectors / vectors.norm(dim=2, keepdim=True).clamp_min(1e-12)
+
+        pooled = torch.cat([descriptors(database, "a"), descriptors(queries, "b")])
+        per_position = pooled.transpose(0, 1)  # [positions, n, channels]
+        squared = torch.cdist(per_position, per_position).square()
+        distances = (squared.clamp_min(0.0) + 1e-12).sqrt().mean(dim=0)
+        latent_metrics = retrieval_metrics(distances, frames, len(database), 2, 0.1)
+
+        pixels = torch.stack([pixel_descriptor(p) for p in database + queries])
+        unit = pixels / pixels.norm(dim=1, keepdim=True).clamp_min(1e-12)
+        pixel_metrics = retrieval_metrics(1.0 - unit @ unit.T, frames, len(database), 2, 0.1)
+    return {"parameters": parameter_count(model), "seconds": [time.perf_counter() - started],
+            "latent": latent_metrics, "pixels": pixel_metrics}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("command", choices=["train-step", "encode", "search", "parameters"])
+    parser.add_argument("command",
+                        choices=["train-step", "encode", "search", "eval", "parameters"])
     parser.add_argument("--size", type=int, default=64, help="image width and height, pixels")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--channels", type=int, nargs=3, default=[16, 32, 64])
@@ -255,6 +359,10 @@ def main() -> int:
     parser.add_argument("--queries", type=int, default=100, help="search: queries per call")
     parser.add_argument("--k", type=int, default=10, help="search: neighbours per query")
     parser.add_argument("--metric", choices=["ip", "l2"], default="ip", help="search: FAISS index")
+    parser.add_argument("--data", default="../shared/data/gardens_point",
+                        help="eval: folder with day_right/ and night_right/")
+    parser.add_argument("--width", type=int, default=64, help="eval: image width, pixels")
+    parser.add_argument("--height", type=int, default=48, help="eval: image height, pixels")
     args = parser.parse_args()
 
     torch.set_num_threads(args.threads)
@@ -264,6 +372,8 @@ def main() -> int:
         result = encode_command(args)
     elif args.command == "search":
         result = search_command(args)
+    elif args.command == "eval":
+        result = eval_command(args)
     else:
         result = {"parameters": parameter_count(build_model(args)), "seconds": []}
     result.setdefault("implementation", "pytorch")

@@ -1,6 +1,6 @@
-//! Where a training step spends its time, by phase: each phase ends with a device sync, so
-//! its wall time is its own. The phases follow `Trainer::train_step`; the gradient norm that
-//! the trainer also computes is left out here and costs one reduction per parameter.
+//! Phase timing of a training step. Each phase ends with a device sync, so its wall time is its
+//! own. The phases follow `Trainer::train_step` except for the gradient norm, which the trainer
+//! also computes (one reduction per parameter) and this leaves out.
 
 use std::time::Instant;
 

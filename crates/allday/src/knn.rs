@@ -2,13 +2,13 @@
 //!
 //! The database rows are L2-normalised once, so the cosine distance of a query to every row is
 //! one minus a dot product. Queries are scored against blocks of database rows with one GEMM
-//! per block (the `gemm` crate that burn's flex backend also uses), blocks run in parallel on
-//! rayon's pool, and each query keeps its `k` best rows while the blocks stream past. This is
-//! the scheme of FAISS's `IndexFlatIP` with BLAS; no approximation is involved.
+//! per block, using the `gemm` crate that burn's flex backend also uses. The blocks run in
+//! parallel on rayon's pool, and each query keeps its `k` best rows while they stream past.
+//! FAISS's `IndexFlatIP` works the same way with BLAS, and neither approximates.
 
 use rayon::prelude::*;
 
-/// Small constant in norms, against division by zero; the same as in retrieval.
+/// Small constant in norms against division by zero, the same as in retrieval.
 const EPSILON: f32 = 1e-12;
 /// Database rows per GEMM. With 100 queries the score block is 100 × 4096 × 4 bytes = 1.6 MB,
 /// which stays in a core's L2 cache with its database block at 64 to 256 dimensions.
@@ -112,10 +112,10 @@ impl CosineSearch {
         let block = rows.len() / self.dims;
         let dims = self.dims as isize;
         let mut scores = vec![0.0_f32; query_count * block]; // [queries, block], row-major
-        // SAFETY: `scores` is `query_count × block` with row stride `block`; `queries` is
-        // `query_count × dims` with row stride `dims`; `rows` read with column stride `dims` and
-        // row stride 1 is the transposed block, `dims × block`. Every index the strides reach
-        // is in bounds, and `scores` is written only (`read_dst` false).
+        // SAFETY: `scores` is `query_count × block` with row stride `block`, and `queries` is
+        // `query_count × dims` with row stride `dims`. Read with column stride `dims` and row
+        // stride 1, `rows` is the transposed block, `dims × block`. Every index that the strides
+        // reach is in bounds, and `scores` is only written (`read_dst` is false).
         unsafe {
             gemm::gemm(
                 query_count,
@@ -158,7 +158,7 @@ fn normalise(vector: &mut [f32]) {
     vector.iter_mut().for_each(|v| *v /= norm);
 }
 
-/// The `k` highest similarities seen so far, best first; among equal similarities the lower
+/// The `k` highest similarities seen so far, best first. Among equal similarities the lower
 /// row wins, so the result does not depend on the order in which blocks arrive.
 #[derive(Debug, Clone)]
 struct TopK {
