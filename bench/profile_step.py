@@ -24,7 +24,9 @@ def phases(args) -> str:
                "--batch", "8", "--warmup", "1", "--iterations", str(args.iterations)]
     report = json.loads(subprocess.run(command, check=True, capture_output=True,
                                        text=True).stdout.splitlines()[-1])
-    medians = {name: statistics.median(seconds) for name, seconds in report["phases"].items()}
+    # In step order; the JSON object comes back with its keys sorted.
+    order = ["data", "forward", "backward", "gradients", "optimizer"]
+    medians = {name: statistics.median(report["phases"][name]) for name in order}
     total = sum(medians.values())
     lines = [f"Phases of a flex training step, {args.size}×{args.size}, batch 8 "
              f"(median of {args.iterations} steps, sum of medians {total * 1e3:.0f} ms):", "",
