@@ -14,6 +14,9 @@ pub fn default_device() -> Device {
     }
     #[cfg(all(feature = "tch", not(feature = "cuda")))]
     {
+        // burn 0.22.1 marks burn-tch deprecated in favour of its CubeCL backends; libtorch is
+        // still the fastest CPU backend it offers (BENCHMARKS.md).
+        #[allow(deprecated)]
         Device::libtorch()
     }
     #[cfg(all(feature = "flex", not(any(feature = "tch", feature = "cuda"))))]

@@ -33,6 +33,7 @@ use serde::{Deserialize, Serialize};
 use crate::checkpoint::{Checkpoint, VAE, weights_fingerprint};
 use crate::data::{UnreadableImages, list_images, load_image};
 use crate::error::{Error, Result};
+use crate::knn::CosineSearch;
 use crate::model::{Domain, DoubleVae};
 use crate::npy::{NpyReader, NpyWriter};
 use crate::retrieval::{per_position_descriptors, per_position_distances};
@@ -513,6 +514,9 @@ pub struct Match {
 
 /// Returns the `k` rows of `database` (`[n, dims]`, row-major) nearest to `query` by cosine distance,
 /// nearest first, as `(row, distance)`. Ties keep row order. Exact: every row is compared.
+///
+/// One pair at a time; [`CosineSearch`] gives the same result for many queries and a large
+/// database faster.
 pub fn top_k(query: &[f32], database: &[f32], dims: usize, k: usize) -> Vec<(usize, f32)> {
     let norm = |vector: &[f32]| {
         vector
@@ -671,7 +675,8 @@ impl DescriptorIndex {
     ) -> Result<Vec<Vec<Match>>> {
         let manifest = &self.manifest;
         let config = crate::Config::from_toml(&manifest.config, &self.path.join(MANIFEST))?;
-        let global = self.global_descriptors()?;
+        // Normalised once here, not once per query.
+        let global = CosineSearch::new(self.global_descriptors()?, manifest.channels);
         let model = model.valid();
         let mut results = Vec::with_capacity(queries.len());
         for query in queries {
@@ -686,12 +691,9 @@ impl DescriptorIndex {
                 device,
             );
             let (per_position, query_global) = encode_batch(&model, query_domain, input);
-            let candidates = top_k(
-                &to_vec(query_global),
-                &global,
-                manifest.channels,
-                rerank.unwrap_or(top).max(top),
-            );
+            let candidates = global
+                .search(&to_vec(query_global), rerank.unwrap_or(top).max(top))
+                .swap_remove(0);
             let ordered = match rerank {
                 None => candidates,
                 Some(_) => {

@@ -21,6 +21,7 @@ pub mod fetch;
 pub mod hog;
 pub mod index;
 pub mod io;
+pub mod knn;
 pub mod loss;
 pub mod match_grid;
 pub mod model;

@@ -458,8 +458,9 @@ impl Trainer {
     }
 
     /// Runs the optimizer step `index` of the current epoch and returns its loss terms and the
-    /// L2 norm of its gradient.
-    fn train_step(&mut self, index: usize) -> Result<(LossValues, f64)> {
+    /// L2 norm of its gradient. `index` must be below [`Self::steps_per_epoch`]; it does not
+    /// advance the epoch or write metrics, which [`Self::train_epoch`] does.
+    pub fn train_step(&mut self, index: usize) -> Result<(LossValues, f64)> {
         let batch_size = self.config.training.batch_size;
         let seed = self.config.seed;
         let order_a = permutation(seed, 2 * self.epoch as u64, self.data.train_a.len());
