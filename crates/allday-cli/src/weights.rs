@@ -421,14 +421,17 @@ pub fn channels(args: ChannelsArgs) -> Result<()> {
     // Weights of a backbone were trained in a triplet run directory; those of stage-1 encoders
     // come from the stage-1 run.
     let mut config = match &file.backbone {
-        Some(_) => Checkpoint::open_network_for_resume(&args.run, allday::weighting::NETWORK)
-            .with_context(|| {
-                format!(
-                    "{} holds weights of a pretrained network: pass the triplet run directory they were trained in as --run",
-                    args.weights.display()
-                )
-            })?
-            .config,
+        Some(_) => {
+            // A triplet run directory records its network in source.json.
+            if FeatureSource::read(&args.run).is_err() {
+                bail!(
+                    "{} contains weights of a pretrained network, and {} is not the triplet run directory they were trained in (it has no readable source.json); pass that directory as --run",
+                    args.weights.display(),
+                    args.run.display()
+                );
+            }
+            Checkpoint::open_network_for_resume(&args.run, allday::weighting::NETWORK)?.config
+        }
         None => Checkpoint::open(&args.run)?.config,
     };
     if let Some(root) = &args.data {
