@@ -239,21 +239,22 @@ pub fn compare(args: CompareArgs) -> Result<()> {
                     }
                     _ => max_shift,
                 };
+                let name = format!(
+                    "allday {} weighted d{}",
+                    source.network.short_name(),
+                    weights.depth
+                );
                 evaluate_backbone_layers(
-                    format!(
-                        "allday {} weighted d{}",
-                        source.network.short_name(),
-                        weights.depth
-                    ),
                     &backbone,
-                    Some(&weights),
                     weights.depth,
+                    &[(name, Some(&weights))],
                     max_shift,
                     &sets,
                     &ground_truth,
                     margin,
                     &device,
                 )?
+                .remove(0)
             }
             None => evaluate_weighted(
                 &model,

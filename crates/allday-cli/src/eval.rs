@@ -172,29 +172,21 @@ impl Subject {
                 let backbone = Backbone::load(source.network, &source.weights, device)
                     .with_context(|| format!("cannot load {}", source.network))?;
                 let depth = weights.depth;
-                let weighted = evaluate_backbone_layers(
-                    format!("allday {} weighted d{depth}", source.network.short_name()),
+                let name = source.network.short_name();
+                evaluate_backbone_layers(
                     &backbone,
-                    Some(weights),
                     depth,
+                    &[
+                        (format!("allday {name} weighted d{depth}"), Some(weights)),
+                        (format!("{name} spatial d{depth}"), None),
+                    ],
                     max_shift,
                     sets,
                     ground_truth,
                     margin,
                     device,
-                )?;
-                let unweighted = evaluate_backbone_layers(
-                    format!("{} spatial d{depth}", source.network.short_name()),
-                    &backbone,
-                    None,
-                    depth,
-                    max_shift,
-                    sets,
-                    ground_truth,
-                    margin,
-                    device,
-                )?;
-                Ok(vec![weighted, unweighted])
+                )
+                .map_err(Into::into)
             }
         }
     }

@@ -42,7 +42,7 @@ pub struct TrainTripletArgs {
     #[arg(long, value_name = "PATH", requires = "backbone")]
     backbone_weights: Option<PathBuf>,
     /// TOML config. With --from, its [triplet] section replaces the run's and the other
-    /// sections are ignored; with --backbone, the whole file applies (data, triplet,
+    /// sections are ignored. With --backbone, the whole file applies (data, triplet,
     /// evaluation and seed).
     #[arg(long, value_name = "FILE", conflicts_with = "resume")]
     config: Option<PathBuf>,
@@ -453,8 +453,8 @@ pub fn channels(args: ChannelsArgs) -> Result<()> {
             &device,
         )
     };
-    // TODO: one triplet loss per removed channel is too slow for backbone layers (1792
-    // channels at depth 3 ran for over 40 minutes on 2 cores); batch the removals.
+    // TODO: batch the removals. One triplet loss per removed channel is too slow for backbone
+    // layers: 1792 channels at depth 3 ran for over 40 minutes on 2 cores.
     let (importance, triplets) = match &file.backbone {
         Some(source) => {
             let backbone = Backbone::load(source.network, &source.weights, &device)

@@ -312,38 +312,42 @@ pub fn evaluate_network(
         .collect())
 }
 
-/// Retrieval with the layers of a pretrained `backbone` compared position by position, with
-/// learned channel weights (`weights`) or, when `None`, all weights equal over `depth` layers;
-/// `max_shift` as in [`evaluate_weighted`].
+/// Retrieval with the last `depth` layers of a pretrained `backbone`, compared position by
+/// position under offsets of up to `max_shift` columns (as in [`evaluate_weighted`]). Each
+/// entry of `weightings` names one result and gives learned channel weights for these layers,
+/// or `None` for equal weights. The network runs once for all of them.
 #[allow(clippy::too_many_arguments)]
 pub fn evaluate_backbone_layers(
-    name: String,
     backbone: &Backbone,
-    weights: Option<&WeightsFile>,
     depth: usize,
+    weightings: &[(String, Option<&WeightsFile>)],
     max_shift: usize,
     sets: &EvaluationSets,
     ground_truth: &GroundTruth,
     margin: f64,
     device: &Device,
-) -> Result<MethodResult> {
-    let depth = weights.map_or(depth, |file| file.depth);
+) -> Result<Vec<MethodResult>> {
     let database = LayerFeatures::from_backbone(backbone, &sets.database, depth, device)?;
     let queries = LayerFeatures::from_backbone(backbone, &sets.queries, depth, device)?;
-    let channel_weights = match weights {
-        Some(file) => matching_weights(file, &database)?,
-        None => ChannelWeights::ones(&database.channels(), device),
-    };
-    Ok(MethodResult::measure(
-        name,
-        queries,
-        database,
-        LayerFeatures::concat,
-        |queries, database| channel_weights.distances(queries, database, max_shift),
-        sets,
-        ground_truth,
-        margin,
-    ))
+    weightings
+        .iter()
+        .map(|(name, weights)| {
+            let channel_weights = match weights {
+                Some(file) => matching_weights(file, &database)?,
+                None => ChannelWeights::ones(&database.channels(), device),
+            };
+            Ok(MethodResult::measure(
+                name.clone(),
+                queries.clone(),
+                database.clone(),
+                LayerFeatures::concat,
+                |queries, database| channel_weights.distances(queries, database, max_shift),
+                sets,
+                ground_truth,
+                margin,
+            ))
+        })
+        .collect()
 }
 
 /// Formats results as an aligned text table, one method per row. Triplet and clustering

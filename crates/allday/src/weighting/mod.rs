@@ -130,7 +130,7 @@ impl LayerFeatures {
     }
 }
 
-/// The feature extractor of a triplet run on the frozen encoders of `model` (see
+/// Returns the feature extractor of a triplet run on the frozen encoders of `model` (see
 /// [`TripletTrainer::new`]).
 pub fn encoder_features<'a>(
     model: &'a DoubleVae,
@@ -139,8 +139,8 @@ pub fn encoder_features<'a>(
     move |domain, images, depth| Ok(LayerFeatures::extract(model, domain, images, depth, device))
 }
 
-/// The feature extractor of a triplet run on the layers of a pretrained `backbone`; both
-/// domains go through the same network.
+/// Returns the feature extractor of a triplet run on the layers of a pretrained `backbone`.
+/// Both domains go through the same network.
 pub fn backbone_features<'a>(
     backbone: &'a Backbone,
     device: &'a Device,

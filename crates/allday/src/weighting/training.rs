@@ -74,7 +74,7 @@ pub struct BackboneSource {
 }
 
 impl FeatureSource {
-    /// The encoders of a stage-1 checkpoint.
+    /// Describes the encoders of a stage-1 checkpoint.
     pub fn of_checkpoint(checkpoint: &Checkpoint) -> FeatureSource {
         FeatureSource {
             path: checkpoint.path.clone(),
@@ -88,7 +88,8 @@ impl FeatureSource {
         }
     }
 
-    /// A pretrained `network` whose weights are the file at `weights`.
+    /// Describes a pretrained `network` whose weights are the file at `weights`, hashing that
+    /// file.
     pub fn of_backbone(network: Network, weights: &Path) -> Result<FeatureSource> {
         let bytes = std::fs::read(weights).map_err(|source| Error::io(weights, source))?;
         Ok(FeatureSource {
@@ -137,7 +138,7 @@ pub struct TripletTrainer {
 impl TripletTrainer {
     /// Starts a triplet run in `out_dir`, which must not contain one yet. `extract(domain,
     /// images, depth)` computes the features of the last `depth` layers for a set of images of
-    /// `domain`, with the network that `source` names; `config.triplet` sets the training and
+    /// `domain`, with the network that `source` names. `config.triplet` sets the training and
     /// `config.seed` the triplets.
     pub fn new(
         extract: impl FnMut(Domain, &ImageSet, usize) -> Result<LayerFeatures>,
