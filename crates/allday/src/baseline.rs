@@ -4,6 +4,7 @@
 //! standardised to zero mean and unit standard deviation over the whole thumbnail.
 
 use burn::prelude::*;
+use image::DynamicImage;
 use image::imageops::FilterType;
 use rayon::prelude::*;
 
@@ -13,9 +14,13 @@ use crate::error::Result;
 pub const PIXEL_WIDTH: u32 = 32;
 pub const PIXEL_HEIGHT: u32 = 24;
 
-/// Computes the standardised 32×24 grey thumbnail of one image, row-major.
+/// Computes the standardised 32×24 grey thumbnail of one image file, row-major.
 pub fn pixel_descriptor(path: &std::path::Path, max_pixels: u64) -> Result<Vec<f32>> {
-    let image = decode_image(path, max_pixels)?;
+    Ok(thumbnail_descriptor(&decode_image(path, max_pixels)?))
+}
+
+/// Computes the standardised 32×24 grey thumbnail of a decoded image, row-major.
+pub fn thumbnail_descriptor(image: &DynamicImage) -> Vec<f32> {
     let grey = image::imageops::resize(
         &image.to_luma8(),
         PIXEL_WIDTH,
@@ -32,10 +37,10 @@ pub fn pixel_descriptor(path: &std::path::Path, max_pixels: u64) -> Result<Vec<f
         / count;
     // A uniform image has no contrast to standardise; it keeps zeros.
     let deviation = variance.sqrt().max(1e-6);
-    Ok(values
+    values
         .iter()
         .map(|value| (value - mean) / deviation)
-        .collect())
+        .collect()
 }
 
 /// Pixel descriptors of several images, decoded in parallel.

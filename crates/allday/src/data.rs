@@ -139,7 +139,17 @@ fn jpeg_is_truncated(path: &Path) -> Result<bool> {
 /// Returns the pixels in channel-major order `[3, height, width]`, scaled to [0, 1]. Grey images
 /// are repeated over the three channels. Images above `max_pixels` are rejected.
 pub fn load_image(path: &Path, width: usize, height: usize, max_pixels: u64) -> Result<Vec<f32>> {
-    let image = decode_image(path, max_pixels)?.to_rgb8();
+    fit_image(&decode_image(path, max_pixels)?, path, width, height)
+}
+
+/// The resizing and cropping of [`load_image`], on an image decoded from `path`.
+pub fn fit_image(
+    image: &DynamicImage,
+    path: &Path,
+    width: usize,
+    height: usize,
+) -> Result<Vec<f32>> {
+    let image = image.to_rgb8();
     let (source_width, source_height) = image.dimensions();
     if source_width == 0 || source_height == 0 {
         return Err(Error::Image {
@@ -174,6 +184,40 @@ pub fn load_image(path: &Path, width: usize, height: usize, max_pixels: u64) -> 
     Ok(pixels)
 }
 
+/// Runs `produce` on each item in order on a second thread and hands the results to `consume`
+/// on this one, so that decoding the next batch of images overlaps with the network's work on
+/// the current one. At most two results wait ahead of `consume`. The first error of either side
+/// stops both and is returned.
+pub fn prefetch<I, T>(
+    items: impl IntoIterator<Item = I, IntoIter: Send>,
+    produce: impl Fn(I) -> Result<T> + Sync,
+    mut consume: impl FnMut(T) -> Result<()>,
+) -> Result<()>
+where
+    T: Send,
+{
+    let items = items.into_iter();
+    std::thread::scope(|scope| {
+        let (sender, receiver) = std::sync::mpsc::sync_channel(1);
+        let produce = &produce;
+        scope.spawn(move || {
+            for item in items {
+                let produced = produce(item);
+                let failed = produced.is_err();
+                // A closed channel means that `consume` stopped early: nothing is left to do.
+                if sender.send(produced).is_err() || failed {
+                    break;
+                }
+            }
+        });
+        // Returning early drops the receiver, which ends the producer at its next send.
+        for produced in receiver {
+            consume(produced?)?;
+        }
+        Ok(())
+    })
+}
+
 /// Policy for an image that cannot be decoded while a set is loaded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -192,6 +236,30 @@ pub struct ImageEntry {
     pub frame: usize,
 }
 
+/// Lists the images of `folders` whose frame index lies in `places`.
+fn place_entries(folders: &[PathBuf], places: PlaceRange) -> Result<Vec<ImageEntry>> {
+    let mut entries = Vec::new();
+    for folder in folders {
+        let images = list_images(folder)?;
+        if places.end > images.len() {
+            return Err(Error::PlacesOutOfRange {
+                folder: folder.clone(),
+                start: places.start,
+                end: places.end,
+                available: images.len(),
+            });
+        }
+        entries.extend(
+            images
+                .into_iter()
+                .enumerate()
+                .filter(|(frame, _)| places.contains(*frame))
+                .map(|(frame, path)| ImageEntry { path, frame }),
+        );
+    }
+    Ok(entries)
+}
+
 /// Preprocessed images held in memory, ready to batch.
 #[derive(Debug, Clone)]
 pub struct ImageSet {
@@ -202,6 +270,9 @@ pub struct ImageSet {
     pub max_pixels: u64,
     /// `[len, 3, height, width]`, row-major.
     pixels: Vec<f32>,
+    /// `[len, 32 · 24]`: the raw-pixel baseline's descriptors, computed from the same decode
+    /// when the set was loaded by [`ImageSet::load_with_thumbnails`].
+    thumbnails: Option<Vec<f32>>,
 }
 
 impl ImageSet {
@@ -216,26 +287,22 @@ impl ImageSet {
         height: usize,
         options: LoadOptions,
     ) -> Result<ImageSet> {
-        let mut entries = Vec::new();
-        for folder in folders {
-            let images = list_images(folder)?;
-            if places.end > images.len() {
-                return Err(Error::PlacesOutOfRange {
-                    folder: folder.clone(),
-                    start: places.start,
-                    end: places.end,
-                    available: images.len(),
-                });
-            }
-            entries.extend(
-                images
-                    .into_iter()
-                    .enumerate()
-                    .filter(|(frame, _)| places.contains(*frame))
-                    .map(|(frame, path)| ImageEntry { path, frame }),
-            );
-        }
-        Self::from_entries(entries, width, height, options)
+        let entries = place_entries(folders, places)?;
+        Self::from_entries(entries, width, height, options, false)
+    }
+
+    /// Loads like [`ImageSet::load`] and also computes the raw-pixel baseline's descriptor of
+    /// each image ([`crate::baseline`]) from the same decode, so that an evaluation decodes
+    /// each file once.
+    pub fn load_with_thumbnails(
+        folders: &[PathBuf],
+        places: PlaceRange,
+        width: usize,
+        height: usize,
+        options: LoadOptions,
+    ) -> Result<ImageSet> {
+        let entries = place_entries(folders, places)?;
+        Self::from_entries(entries, width, height, options, true)
     }
 
     /// Loads the given files; the frame index of each is its position in `paths`.
@@ -248,7 +315,7 @@ impl ImageSet {
                 frame,
             })
             .collect();
-        Self::from_entries(entries, width, height, LoadOptions::default())
+        Self::from_entries(entries, width, height, LoadOptions::default(), false)
     }
 
     fn from_entries(
@@ -256,10 +323,19 @@ impl ImageSet {
         width: usize,
         height: usize,
         options: LoadOptions,
+        with_thumbnails: bool,
     ) -> Result<ImageSet> {
-        let decoded: Vec<Result<Vec<f32>>> = entries
+        let decoded: Vec<Result<(Vec<f32>, Vec<f32>)>> = entries
             .par_iter()
-            .map(|entry| load_image(&entry.path, width, height, options.max_pixels))
+            .map(|entry| {
+                let image = decode_image(&entry.path, options.max_pixels)?;
+                let thumbnail = if with_thumbnails {
+                    crate::baseline::thumbnail_descriptor(&image)
+                } else {
+                    Vec::new()
+                };
+                Ok((fit_image(&image, &entry.path, width, height)?, thumbnail))
+            })
             .collect();
         let folder = entries
             .first()
@@ -268,11 +344,13 @@ impl ImageSet {
             .unwrap_or_default();
         let mut kept = Vec::with_capacity(entries.len());
         let mut pixels = Vec::with_capacity(entries.len() * 3 * width * height);
+        let mut thumbnails = Vec::new();
         let mut skipped = 0;
         for (entry, result) in entries.into_iter().zip(decoded) {
             match (result, options.unreadable) {
-                (Ok(image), _) => {
+                (Ok((image, thumbnail)), _) => {
                     pixels.extend_from_slice(&image);
+                    thumbnails.extend_from_slice(&thumbnail);
                     kept.push(entry);
                 }
                 (Err(error), UnreadableImages::Skip) => {
@@ -294,6 +372,7 @@ impl ImageSet {
             height,
             max_pixels: options.max_pixels,
             pixels,
+            thumbnails: with_thumbnails.then_some(thumbnails),
         })
     }
 
@@ -303,6 +382,12 @@ impl ImageSet {
 
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
+    }
+
+    /// Returns the raw-pixel baseline's descriptors `[len, 32 · 24]`, if the set was loaded
+    /// with them.
+    pub fn thumbnails(&self) -> Option<&[f32]> {
+        self.thumbnails.as_deref()
     }
 
     /// Returns the pixels of one image, `[3, height, width]`.
@@ -325,6 +410,77 @@ impl ImageSet {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn prefetch_keeps_order_and_overlaps() {
+        let main = std::thread::current().id();
+        let mut seen = Vec::new();
+        prefetch(
+            0..20,
+            |item| {
+                assert_ne!(
+                    std::thread::current().id(),
+                    main,
+                    "produced on a second thread"
+                );
+                Ok(item * 10)
+            },
+            |value| {
+                seen.push(value);
+                Ok(())
+            },
+        )
+        .unwrap();
+        assert_eq!(seen, (0..20).map(|item| item * 10).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn prefetch_stops_at_the_first_error_of_either_side() {
+        let produced = std::sync::atomic::AtomicUsize::new(0);
+        let missing = |item: usize| Error::NoImages {
+            path: PathBuf::from(format!("folder-{item}")),
+        };
+        let mut consumed = Vec::new();
+        let error = prefetch(
+            0..1000,
+            |item| {
+                produced.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                if item == 3 {
+                    Err(missing(item))
+                } else {
+                    Ok(item)
+                }
+            },
+            |item| {
+                consumed.push(item);
+                Ok(())
+            },
+        )
+        .unwrap_err();
+        assert!(error.to_string().contains("folder-3"), "{error}");
+        assert_eq!(consumed, [0, 1, 2]);
+        assert_eq!(produced.load(std::sync::atomic::Ordering::SeqCst), 4);
+
+        // The consumer fails on its second item: the producer stops within the channel's slack.
+        produced.store(0, std::sync::atomic::Ordering::SeqCst);
+        let error = prefetch(
+            0..1000,
+            |item| {
+                produced.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                Ok(item)
+            },
+            |item| {
+                if item == 1 {
+                    Err(missing(item))
+                } else {
+                    Ok(())
+                }
+            },
+        )
+        .unwrap_err();
+        assert!(error.to_string().contains("folder-1"), "{error}");
+        assert!(produced.load(std::sync::atomic::Ordering::SeqCst) <= 5);
+    }
 
     fn write_png(path: &Path, width: u32, height: u32, grey: bool) {
         if grey {
@@ -471,6 +627,39 @@ mod tests {
         // Grey input gives equal channels.
         assert_eq!(pixels[0], pixels[64]);
         assert_eq!(pixels[0], pixels[128]);
+    }
+
+    #[test]
+    fn thumbnails_from_the_same_decode_match_the_pixel_baseline() {
+        let folder = tempfile::tempdir().unwrap();
+        for index in 0..3u32 {
+            image::RgbImage::from_fn(96, 60, |x, y| {
+                image::Rgb([
+                    (x * 2 + index * 40) as u8,
+                    (y * 3) as u8,
+                    ((x ^ y) * 5) as u8,
+                ])
+            })
+            .save(folder.path().join(format!("{index:03}.png")))
+            .unwrap();
+        }
+        let folders = [folder.path().to_path_buf()];
+        let places = PlaceRange { start: 0, end: 3 };
+        let options = LoadOptions::default();
+        let plain = ImageSet::load(&folders, places, 16, 12, options).unwrap();
+        assert!(plain.thumbnails().is_none());
+        let set = ImageSet::load_with_thumbnails(&folders, places, 16, 12, options).unwrap();
+        assert_eq!(set.pixels, plain.pixels);
+
+        let thumbnails = set.thumbnails().unwrap();
+        let size = 32 * 24;
+        assert_eq!(thumbnails.len(), 3 * size);
+        for (index, entry) in set.entries.iter().enumerate() {
+            let expected =
+                crate::baseline::pixel_descriptor(&entry.path, DEFAULT_MAX_IMAGE_PIXELS).unwrap();
+            assert_eq!(&thumbnails[index * size..(index + 1) * size], &expected[..]);
+            assert!(expected.iter().any(|value| value.abs() > 0.5));
+        }
     }
 
     #[test]

@@ -31,7 +31,7 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::{Checkpoint, VAE, weights_fingerprint};
-use crate::data::{UnreadableImages, list_images, load_image};
+use crate::data::{UnreadableImages, list_images, load_image, prefetch};
 use crate::error::{Error, Result};
 use crate::knn::CosineSearch;
 use crate::model::{Domain, DoubleVae};
@@ -414,47 +414,57 @@ fn encode_shard(
     let mut writers: Option<(NpyWriter, NpyWriter)> = None;
     let mut grid = [0; 3];
     let mut kept = Vec::with_capacity(images.len());
-    for chunk in images.chunks(options.batch_size.max(1)) {
-        let decoded: Vec<Result<Vec<f32>>> = chunk
+    // The next batch is decoded while the encoder runs on this one.
+    let decode = |chunk: &[IndexedImage]| -> Result<Vec<(IndexedImage, Result<Vec<f32>>)>> {
+        Ok(chunk
             .par_iter()
-            .map(|image| load_image(&image.path, width, height, load.max_pixels))
-            .collect();
-        let mut pixels = Vec::with_capacity(chunk.len() * 3 * width * height);
-        let mut batch = 0;
-        for (image, result) in chunk.iter().zip(decoded) {
-            match (result, load.unreadable) {
-                (Ok(values), _) => {
-                    pixels.extend_from_slice(&values);
-                    kept.push(image.clone());
-                    batch += 1;
+            .map(|image| {
+                let pixels = load_image(&image.path, width, height, load.max_pixels);
+                (image.clone(), pixels)
+            })
+            .collect())
+    };
+    prefetch(
+        images.chunks(options.batch_size.max(1)),
+        decode,
+        |decoded| {
+            let mut pixels = Vec::with_capacity(decoded.len() * 3 * width * height);
+            let mut batch = 0;
+            progress.inc(decoded.len() as u64);
+            for (image, result) in decoded {
+                match (result, load.unreadable) {
+                    (Ok(values), _) => {
+                        pixels.extend_from_slice(&values);
+                        kept.push(image);
+                        batch += 1;
+                    }
+                    (Err(error), UnreadableImages::Skip) => {
+                        tracing::warn!("skipping unreadable image: {error}");
+                    }
+                    (Err(error), UnreadableImages::Stop) => return Err(error),
                 }
-                (Err(error), UnreadableImages::Skip) => {
-                    tracing::warn!("skipping unreadable image: {error}");
-                }
-                (Err(error), UnreadableImages::Stop) => return Err(error),
             }
-        }
-        progress.inc(chunk.len() as u64);
-        if batch == 0 {
-            continue;
-        }
-        let input =
-            Tensor::<4>::from_data(TensorData::new(pixels, [batch, 3, height, width]), device);
-        let latent = model.encode(domain, input);
-        let [_, channels, rows, columns] = latent.dims();
-        grid = [rows, columns, channels];
-        let positions = rows * columns;
-        let (per_position, global) = latent_descriptors(latent);
-        let (global_writer, positions_writer) = match &mut writers {
-            Some(writers) => writers,
-            None => writers.insert((
-                NpyWriter::create(global_path, &[channels])?,
-                NpyWriter::create(positions_path, &[positions, channels])?,
-            )),
-        };
-        global_writer.write_rows(&to_vec(global))?;
-        positions_writer.write_rows(&to_vec(per_position))?;
-    }
+            if batch == 0 {
+                return Ok(());
+            }
+            let input =
+                Tensor::<4>::from_data(TensorData::new(pixels, [batch, 3, height, width]), device);
+            let latent = model.encode(domain, input);
+            let [_, channels, rows, columns] = latent.dims();
+            grid = [rows, columns, channels];
+            let positions = rows * columns;
+            let (per_position, global) = latent_descriptors(latent);
+            let (global_writer, positions_writer) = match &mut writers {
+                Some(writers) => writers,
+                None => writers.insert((
+                    NpyWriter::create(global_path, &[channels])?,
+                    NpyWriter::create(positions_path, &[positions, channels])?,
+                )),
+            };
+            global_writer.write_rows(&to_vec(global))?;
+            positions_writer.write_rows(&to_vec(per_position))
+        },
+    )?;
     progress.finish_and_clear();
     let Some((global_writer, positions_writer)) = writers else {
         return Err(Error::NoReadableImages {
@@ -679,13 +689,16 @@ impl DescriptorIndex {
         let global = CosineSearch::new(self.global_descriptors()?, manifest.channels);
         let model = model.valid();
         let mut results = Vec::with_capacity(queries.len());
-        for query in queries {
-            let pixels = load_image(
+        // The next query is decoded while this one is encoded and searched.
+        let decode = |query: &PathBuf| {
+            load_image(
                 query,
                 manifest.width,
                 manifest.height,
                 config.data.max_image_pixels,
-            )?;
+            )
+        };
+        prefetch(queries, decode, |pixels| {
             let input = Tensor::<4>::from_data(
                 TensorData::new(pixels, [1, 3, manifest.height, manifest.width]),
                 device,
@@ -728,7 +741,8 @@ impl DescriptorIndex {
                     })
                     .collect(),
             );
-        }
+            Ok(())
+        })?;
         Ok(results)
     }
 

@@ -316,13 +316,28 @@ impl DoubleVae {
     ///
     /// `[batch, latent, h/4, w/4]` → `[batch, 3, h, w]` in [0, 1].
     pub fn decode(&self, domain: Domain, latent: Tensor<4>) -> Tensor<4> {
+        self.decode_private(domain, self.decode_shared(latent))
+    }
+
+    /// The shared decoder blocks, the first half of [`DoubleVae::decode`]. Their output serves
+    /// both domains' private decoders, so a latent decoded to both domains needs them once.
+    ///
+    /// `[batch, latent, h/4, w/4]` → `[batch, latent, h/4, w/4]`.
+    pub fn decode_shared(&self, latent: Tensor<4>) -> Tensor<4> {
         let mut x = latent;
         for block in &self.shared_decoder {
             x = block.forward(x);
         }
+        x
+    }
+
+    /// The private decoder of `domain` on the output of [`DoubleVae::decode_shared`].
+    ///
+    /// `[batch, latent, h/4, w/4]` → `[batch, 3, h, w]` in [0, 1].
+    pub fn decode_private(&self, domain: Domain, features: Tensor<4>) -> Tensor<4> {
         match domain {
-            Domain::A => self.decoder_a.forward(x),
-            Domain::B => self.decoder_b.forward(x),
+            Domain::A => self.decoder_a.forward(features),
+            Domain::B => self.decoder_b.forward(features),
         }
     }
 

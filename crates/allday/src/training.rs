@@ -118,10 +118,13 @@ pub fn unit_losses(
     let latent_a = mean_a.clone() + noise(0, mean_a.dims());
     let latent_b = mean_b.clone() + noise(1, mean_b.dims());
 
-    let reconstructed_a = model.decode(Domain::A, latent_a.clone());
-    let reconstructed_b = model.decode(Domain::B, latent_b.clone());
-    let translated_ab = model.decode(Domain::B, latent_a);
-    let translated_ba = model.decode(Domain::A, latent_b);
+    // Each latent goes to both domains' decoders; the shared blocks run once for both.
+    let shared_a = model.decode_shared(latent_a);
+    let shared_b = model.decode_shared(latent_b);
+    let reconstructed_a = model.decode_private(Domain::A, shared_a.clone());
+    let reconstructed_b = model.decode_private(Domain::B, shared_b.clone());
+    let translated_ab = model.decode_private(Domain::B, shared_a);
+    let translated_ba = model.decode_private(Domain::A, shared_b);
 
     let mean_ab = model.encode(Domain::B, translated_ab);
     let mean_ba = model.encode(Domain::A, translated_ba);

@@ -33,8 +33,9 @@ fn to_rgb(image: Tensor<3>) -> RgbImage {
 /// `image`: `[1, 3, h, w]`.
 fn row(model: &DoubleVae, domain: Domain, image: Tensor<4>) -> [Tensor<4>; 4] {
     let latent = model.encode(domain, image.clone());
-    let reconstruction = model.decode(domain, latent.clone());
-    let translation = model.decode(domain.other(), latent);
+    let shared = model.decode_shared(latent);
+    let reconstruction = model.decode_private(domain, shared.clone());
+    let translation = model.decode_private(domain.other(), shared);
     let cycle = model.translate(domain.other(), translation.clone());
     [image, reconstruction, cycle, translation]
 }

@@ -35,7 +35,8 @@ pub struct EvaluationSets {
 }
 
 impl EvaluationSets {
-    /// Loads the places `places` of a database and a query folder at the model's input size.
+    /// Loads the places `places` of a database and a query folder at the model's input size,
+    /// with the raw-pixel baseline's descriptors from the same decode.
     pub fn load(
         database: &Path,
         queries: &Path,
@@ -44,8 +45,9 @@ impl EvaluationSets {
         height: usize,
         options: LoadOptions,
     ) -> Result<EvaluationSets> {
-        let load =
-            |folder: &Path| ImageSet::load(&[folder.to_path_buf()], places, width, height, options);
+        let load = |folder: &Path| {
+            ImageSet::load_with_thumbnails(&[folder.to_path_buf()], places, width, height, options)
+        };
         Ok(EvaluationSets {
             database: load(database)?,
             queries: load(queries)?,
@@ -216,8 +218,15 @@ pub fn evaluate_pixels(
     margin: f64,
     device: &Device,
 ) -> Result<MethodResult> {
-    let database = pixel_descriptors(&sets.database.entries, sets.database.max_pixels, device)?;
-    let queries = pixel_descriptors(&sets.queries.entries, sets.queries.max_pixels, device)?;
+    let descriptors = |set: &ImageSet| match set.thumbnails() {
+        Some(values) => Ok(Tensor::from_data(
+            TensorData::new(values.to_vec(), [set.len(), values.len() / set.len()]),
+            device,
+        )),
+        None => pixel_descriptors(&set.entries, set.max_pixels, device),
+    };
+    let database = descriptors(&sets.database)?;
+    let queries = descriptors(&sets.queries)?;
     Ok(evaluate_descriptors(
         "raw pixels 32x24".into(),
         Descriptors::Global(queries),

@@ -13,6 +13,7 @@ use burn::nn::{BatchNorm, BatchNormConfig, Linear, LinearConfig, PaddingConfig2d
 use burn::prelude::*;
 
 use crate::error::Result;
+use crate::pretrained::fold::{apply_norm, conv_forward, fold_batch_norm};
 use crate::pretrained::import::{KeyMap, load_weights};
 
 /// Batch-norm epsilon of the TensorFlow original, which the PyTorch port keeps.
@@ -71,6 +72,9 @@ fn relu6<const D: usize>(x: Tensor<D>) -> Tensor<D> {
 }
 
 /// A mobile inverted bottleneck block without squeeze-and-excitation.
+///
+/// Each batch norm is `None` once folded into the convolution before it
+/// ([`MbConvBlock::fold_batch_norm`]).
 #[derive(Module, Debug)]
 pub struct MbConvBlock {
     /// 1×1 expansion to `expand · in` channels; absent when the expansion is 1.
@@ -78,10 +82,10 @@ pub struct MbConvBlock {
     pub bn0: Option<BatchNorm>,
     /// k×k depthwise convolution (one group per channel), carrying the block's stride.
     pub depthwise_conv: Conv2d,
-    pub bn1: BatchNorm,
+    pub bn1: Option<BatchNorm>,
     /// 1×1 projection to the output channels, without activation.
     pub project_conv: Conv2d,
-    pub bn2: BatchNorm,
+    pub bn2: Option<BatchNorm>,
 }
 
 impl MbConvBlock {
@@ -106,20 +110,34 @@ impl MbConvBlock {
             expand_conv,
             bn0,
             depthwise_conv: conv(hidden, hidden, kernel, stride, hidden, device),
-            bn1: batch_norm(hidden, device),
+            bn1: Some(batch_norm(hidden, device)),
             project_conv: conv(hidden, channels_out, 1, 1, 1, device),
-            bn2: batch_norm(channels_out, device),
+            bn2: Some(batch_norm(channels_out, device)),
         }
+    }
+
+    /// Folds each batch norm into the convolution before it, for inference only.
+    pub fn fold_batch_norm(mut self) -> Self {
+        if let (Some(conv), Some(norm)) = (self.expand_conv.take(), self.bn0.take()) {
+            self.expand_conv = Some(fold_batch_norm(conv, &norm));
+        }
+        if let Some(norm) = self.bn1.take() {
+            self.depthwise_conv = fold_batch_norm(self.depthwise_conv, &norm);
+        }
+        if let Some(norm) = self.bn2.take() {
+            self.project_conv = fold_batch_norm(self.project_conv, &norm);
+        }
+        self
     }
 
     /// `[batch, in, h, w]` → `[batch, out, h / stride, w / stride]` (rounded up).
     pub fn forward(&self, input: Tensor<4>) -> Tensor<4> {
         let mut x = input.clone();
-        if let (Some(conv), Some(norm)) = (&self.expand_conv, &self.bn0) {
-            x = relu6(norm.forward(conv.forward(x)));
+        if let Some(conv) = &self.expand_conv {
+            x = relu6(apply_norm(&self.bn0, conv_forward(conv, x)));
         }
-        x = relu6(self.bn1.forward(self.depthwise_conv.forward(x)));
-        x = self.bn2.forward(self.project_conv.forward(x));
+        x = relu6(apply_norm(&self.bn1, conv_forward(&self.depthwise_conv, x)));
+        x = apply_norm(&self.bn2, conv_forward(&self.project_conv, x));
         // The identity skip exists exactly when the block keeps the shape.
         if x.dims() == input.dims() && self.depthwise_conv.stride == [1, 1] {
             x + input
@@ -130,16 +148,19 @@ impl MbConvBlock {
 }
 
 /// EfficientNet-Lite0 with its ImageNet classifier.
+///
+/// Each batch norm is `None` once folded into the convolution before it
+/// ([`EfficientNetLite0::fold_batch_norm`]).
 #[derive(Module, Debug)]
 pub struct EfficientNetLite0 {
     /// 3×3 stride-2 convolution, 3 → 32 channels.
     pub conv_stem: Conv2d,
-    pub bn0: BatchNorm,
+    pub bn0: Option<BatchNorm>,
     /// The 16 blocks in stage order.
     pub blocks: Vec<MbConvBlock>,
     /// 1×1 convolution, 320 → 1280 channels.
     pub conv_head: Conv2d,
-    pub bn1: BatchNorm,
+    pub bn1: Option<BatchNorm>,
     /// 1280 → 1000 ImageNet logits.
     pub fc: Linear,
 }
@@ -167,10 +188,10 @@ impl EfficientNetLite0 {
         }
         EfficientNetLite0 {
             conv_stem: conv(3, STEM_CHANNELS, 3, 2, 1, device),
-            bn0: batch_norm(STEM_CHANNELS, device),
+            bn0: Some(batch_norm(STEM_CHANNELS, device)),
             blocks,
             conv_head: conv(320, FEATURE_CHANNELS, 1, 1, 1, device),
-            bn1: batch_norm(FEATURE_CHANNELS, device),
+            bn1: Some(batch_norm(FEATURE_CHANNELS, device)),
             fc: LinearConfig::new(FEATURE_CHANNELS, CLASSES).init(device),
         }
     }
@@ -180,9 +201,26 @@ impl EfficientNetLite0 {
         load_weights(EfficientNetLite0::new(device), path, &key_map())
     }
 
+    /// Folds every batch norm into the convolution before it. The network then runs faster at
+    /// inference and can no longer be trained.
+    pub fn fold_batch_norm(mut self) -> Self {
+        if let Some(norm) = self.bn0.take() {
+            self.conv_stem = fold_batch_norm(self.conv_stem, &norm);
+        }
+        self.blocks = self
+            .blocks
+            .into_iter()
+            .map(MbConvBlock::fold_batch_norm)
+            .collect();
+        if let Some(norm) = self.bn1.take() {
+            self.conv_head = fold_batch_norm(self.conv_head, &norm);
+        }
+        self
+    }
+
     /// The stem: `[batch, 3, h, w]` → `[batch, 32, h/2, w/2]` (rounded up), after ReLU6.
     pub fn stem(&self, images: Tensor<4>) -> Tensor<4> {
-        relu6(self.bn0.forward(self.conv_stem.forward(images)))
+        relu6(apply_norm(&self.bn0, conv_forward(&self.conv_stem, images)))
     }
 
     /// The last feature map after the head's ReLU6.
@@ -215,7 +253,10 @@ impl EfficientNetLite0 {
                 outputs.push(x.clone());
             }
         }
-        outputs.push(relu6(self.bn1.forward(self.conv_head.forward(x))));
+        outputs.push(relu6(apply_norm(
+            &self.bn1,
+            conv_forward(&self.conv_head, x),
+        )));
         outputs.reverse();
         outputs
     }

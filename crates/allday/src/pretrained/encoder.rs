@@ -79,7 +79,7 @@ impl PretrainedFront {
             vgg: None,
             pool: None,
             efficientnet_stem: Some(network.conv_stem),
-            efficientnet_bn0: Some(network.bn0),
+            efficientnet_bn0: network.bn0,
             efficientnet_blocks: Some(
                 network
                     .blocks

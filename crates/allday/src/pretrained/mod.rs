@@ -9,6 +9,7 @@
 
 pub mod efficientnet;
 pub mod encoder;
+pub mod fold;
 pub mod import;
 pub mod vgg;
 
@@ -21,7 +22,7 @@ use image::imageops::FilterType;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::data::{ImageEntry, decode_image};
+use crate::data::{ImageEntry, decode_image, prefetch};
 use crate::error::{Error, Result};
 use crate::pooling::{Pooling, global_pool};
 use crate::retrieval::per_position_descriptors;
@@ -100,11 +101,13 @@ pub enum Backbone {
 }
 
 impl Backbone {
+    /// Loads a network for inference, with its batch norms folded into the convolutions
+    /// ([`fold`]); a backbone only ever runs frozen.
     pub fn load(network: Network, weights: &Path, device: &Device) -> Result<Backbone> {
         Ok(match network {
-            Network::EfficientNetLite0 => {
-                Backbone::EfficientNetLite0(Box::new(EfficientNetLite0::load(weights, device)?))
-            }
+            Network::EfficientNetLite0 => Backbone::EfficientNetLite0(Box::new(
+                EfficientNetLite0::load(weights, device)?.fold_batch_norm(),
+            )),
             Network::Vgg16 => Backbone::Vgg16(Box::new(Vgg16::load(weights, device)?)),
         })
     }
@@ -183,6 +186,18 @@ pub fn network_input(path: &Path, max_pixels: u64) -> Result<NetworkInput> {
     })
 }
 
+/// Decodes and preprocesses a batch of images in parallel; returns them beside their entries.
+fn network_inputs(
+    entries: &[ImageEntry],
+    max_pixels: u64,
+) -> Result<(&[ImageEntry], Vec<NetworkInput>)> {
+    let inputs = entries
+        .par_iter()
+        .map(|entry| network_input(&entry.path, max_pixels))
+        .collect::<Result<_>>()?;
+    Ok((entries, inputs))
+}
+
 /// Descriptors of a set of images: one vector per image or one per grid position.
 #[derive(Debug, Clone)]
 pub enum Descriptors {
@@ -207,11 +222,9 @@ pub fn network_descriptors(
 ) -> Result<Vec<Descriptors>> {
     let mut parts: Vec<Vec<Descriptors>> = vec![Vec::new(); poolings.len()];
     let mut first_grid: Option<(PathBuf, [usize; 2])> = None;
-    for chunk in entries.chunks(BATCH) {
-        let inputs: Vec<NetworkInput> = chunk
-            .par_iter()
-            .map(|entry| network_input(&entry.path, max_pixels))
-            .collect::<Result<_>>()?;
+    // The next batch is decoded while the network runs on this one.
+    let decode = |chunk| network_inputs(chunk, max_pixels);
+    prefetch(entries.chunks(BATCH), decode, |(chunk, inputs)| {
         // Consecutive images of one size go through the network together.
         let mut start = 0;
         while start < inputs.len() {
@@ -254,7 +267,8 @@ pub fn network_descriptors(
             }
             start = end;
         }
-    }
+        Ok(())
+    })?;
     Ok(parts.into_iter().map(Descriptors::cat).collect())
 }
 
@@ -275,11 +289,9 @@ pub fn network_layer_descriptors(
     let mut per_layer: Vec<Vec<Tensor<3>>> = Vec::new();
     let mut widths = Vec::new();
     let mut first: Option<(PathBuf, [usize; 2])> = None;
-    for chunk in entries.chunks(BATCH) {
-        let inputs: Vec<NetworkInput> = chunk
-            .par_iter()
-            .map(|entry| network_input(&entry.path, max_pixels))
-            .collect::<Result<_>>()?;
+    // The next batch is decoded while the network runs on this one.
+    let decode = |chunk| network_inputs(chunk, max_pixels);
+    prefetch(entries.chunks(BATCH), decode, |(chunk, inputs)| {
         for (entry, input) in chunk.iter().zip(&inputs) {
             match &first {
                 None => first = Some((entry.path.clone(), [input.height, input.width])),
@@ -309,7 +321,8 @@ pub fn network_layer_descriptors(
         for (layer, output) in per_layer.iter_mut().zip(outputs) {
             layer.push(per_position_descriptors(output));
         }
-    }
+        Ok(())
+    })?;
     let layers = per_layer
         .into_iter()
         .map(|parts| Tensor::cat(parts, 0))
