@@ -20,6 +20,12 @@ use tracing_subscriber::EnvFilter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
+/// Tensor operations allocate and free buffers of megabytes many times per forward pass;
+/// mimalloc keeps them for reuse, where glibc's allocator returns them to the system each time
+/// (see BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Learn a day/night-invariant image embedding and retrieve places with it.
 ///
 /// Train a double VAE on day and night image folders (`allday train`), measure night→day
