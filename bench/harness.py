@@ -47,6 +47,8 @@ class Case:
     targets: dict[str, float] = field(default_factory=dict)
     # Time the whole process (start-up included) instead of the iterations it reports.
     wall: bool = False
+    # Stop when the implementations report different parameter counts (a different model).
+    same_parameters: bool = True
 
 
 def run_once(implementation: Implementation, case: Case) -> dict:
@@ -116,7 +118,7 @@ def summarise(cases: list[Case], results: dict) -> list[dict]:
                 row["time_ratio"] = row["median_s"] / summary[best]["median_s"]
                 row["rss_ratio"] = row["peak_rss_mib"] / summary[best]["peak_rss_mib"]
         parameters = {row["parameters"] for row in summary.values() if row["parameters"]}
-        if len(parameters) > 1:
+        if case.same_parameters and len(parameters) > 1:
             raise RuntimeError(f"{case.name}: parameter counts differ: {summary}")
         rows.append({"case": case.name, "reference": best, "implementations": summary,
                      "targets": case.targets})
@@ -185,6 +187,25 @@ def build_cases(args) -> list[Case]:
             model_case("encoder 128×128, batch 8", "encode", 128, 8, 2, 10, (1.2, 0.8)),
             model_case("encoder 128×128, batch 1", "encode", 128, 1, 3, 30, (1.2, 0.8)),
         ]
+    if "backbone" in args.only:
+        # Batch-norm folding changes the parameter count (biases instead of four statistics
+        # per channel), so the counts are not compared; reference.py checks its network
+        # against the logits of reference.json, and allday's tests check allday's.
+        weights = ["--weights", str(args.weights)]
+        backbones = [Implementation("allday flex", [args.flex], weights, rayon),
+                     Implementation("allday flex, BN unfolded", [args.flex],
+                                    weights + ["--unfolded"], rayon)]
+        if args.tch:
+            backbones.append(Implementation("allday tch", [args.tch], weights, rayon))
+        backbones.append(Implementation("PyTorch", REFERENCE,
+                                        weights + ["--threads", str(args.threads)],
+                                        reference=True))
+        arguments = ["--width", "398", "--height", "224", "--batch", "8", "--depth", "3",
+                     "--warmup", "1", "--iterations", "5"]
+        cases.append(Case("EfficientNet-Lite0, 3 layers, 398×224, batch 8", "backbone",
+                          arguments, backbones,
+                          {"allday flex": 1.2, "allday flex, BN unfolded": 1.2,
+                           "allday tch": 0.8}, same_parameters=False))
     if "eval" in args.only and args.eval_run:
         runs = [Implementation("allday flex", [args.allday_flex], ["--run", str(args.eval_run)],
                                rayon)]
@@ -218,10 +239,15 @@ def main() -> int:
     parser.add_argument("--allday-flex", help="allday CLI built with flex, for `eval`")
     parser.add_argument("--allday-tch", help="allday CLI built with --features tch")
     parser.add_argument("--eval-run", type=Path, help="run directory that `allday eval` reads")
+    parser.add_argument("--weights", type=Path,
+                        default=HERE.parent.parent / "shared/models/efficientnet_lite0"
+                        / "efficientnet-lite0-57934424.pth",
+                        help="EfficientNet-Lite0 weights for the backbone case")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--only", nargs="+", default=["train", "encode", "eval", "search"],
-                        choices=["train", "encode", "eval", "search"])
+    parser.add_argument("--only", nargs="+",
+                        default=["train", "encode", "backbone", "eval", "search"],
+                        choices=["train", "encode", "backbone", "eval", "search"])
     parser.add_argument("--out", type=Path, default=HERE / "results")
     args = parser.parse_args()
 

@@ -1,9 +1,11 @@
-"""Profiles a flex training step: phase times with syncs, then functions by perf samples.
+"""Profiles flex: a training step's phases with syncs, then functions by perf samples.
 
 1. `allday-bench profile` times the phases of each step (data, forward, backward, gradient
    collection, optimizer), each ending with a device sync; this prints the median per phase.
 2. Where `perf` can sample (software clock; hardware counters are not needed), `perf record`
-   samples `allday-bench train-step` and this prints the functions with the most self time.
+   samples `allday-bench train-step`, then `allday-bench backbone` (EfficientNet-Lite0
+   inference, the recommended embedding), and this prints the functions with the most self
+   time in each.
 
 Usage: python bench/profile_step.py --flex BIN --data DIR [--size 64] [--out bench/results]
 """
@@ -36,13 +38,12 @@ def phases(args) -> str:
     return "\n".join(lines)
 
 
-def functions(args) -> str:
+def functions(args, label: str, arguments: list[str]) -> str:
     if shutil.which("perf") is None:
         return "perf is not installed; no function profile."
     data = args.out / "perf.data"
     record = ["perf", "record", "-e", "cpu-clock", "-F", "499", "-o", str(data), "--",
-              args.flex, "train-step", "--data", str(args.data), "--size", str(args.size),
-              "--batch", "8", "--warmup", "1", "--iterations", str(args.iterations)]
+              args.flex] + arguments
     if subprocess.run(record, capture_output=True).returncode != 0:
         return "perf record failed on this machine; no function profile."
     report = subprocess.run(["perf", "report", "-i", str(data), "--stdio", "--no-children",
@@ -50,8 +51,8 @@ def functions(args) -> str:
                             capture_output=True, text=True).stdout
     rows = [line for line in report.splitlines() if line.strip() and not line.startswith("#")]
     data.unlink(missing_ok=True)
-    return ("Functions by self time (perf, cpu-clock samples, `train-step` including data "
-            f"loading and warm-up, entries of 1 % or more):\n\n```\n" + "\n".join(rows[:25])
+    return (f"Functions by self time in {label} (perf, cpu-clock samples, including start-up "
+            "and warm-up, entries of 1 % or more):\n\n```\n" + "\n".join(rows[:25])
             + "\n```")
 
 
@@ -61,11 +62,20 @@ def main() -> int:
     parser.add_argument("--data", type=Path, required=True, help="Gardens Point folder")
     parser.add_argument("--size", type=int, default=64, help="image width and height, pixels")
     parser.add_argument("--iterations", type=int, default=5)
+    parser.add_argument("--weights", type=Path,
+                        default=HERE.parent.parent / "shared/models/efficientnet_lite0"
+                        / "efficientnet-lite0-57934424.pth",
+                        help="EfficientNet-Lite0 weights for the backbone profile")
     parser.add_argument("--out", type=Path, default=HERE / "results")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
 
-    text = phases(args) + "\n\n" + functions(args) + "\n"
+    train = ["train-step", "--data", str(args.data), "--size", str(args.size), "--batch", "8",
+             "--warmup", "1", "--iterations", str(args.iterations)]
+    backbone = ["backbone", "--weights", str(args.weights), "--warmup", "1", "--iterations",
+                str(2 * args.iterations)]
+    text = "\n\n".join([phases(args), functions(args, "`train-step`", train),
+                         functions(args, "`backbone`", backbone)]) + "\n"
     (args.out / "profile.md").write_text(text)
     print(text)
     return 0

