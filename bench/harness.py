@@ -189,8 +189,8 @@ def build_cases(args) -> list[Case]:
         ]
     if "backbone" in args.only:
         # Batch-norm folding changes the parameter count (biases instead of four statistics
-        # per channel), so the counts are not compared; reference.py checks its network
-        # against the logits of reference.json, and allday's tests check allday's.
+        # per channel), so the counts are not compared. Instead, reference.py checks its
+        # network against the logits of reference.json, and allday's tests check allday's.
         weights = ["--weights", str(args.weights)]
         backbones = [Implementation("allday flex", [args.flex], weights, rayon),
                      Implementation("allday flex, BN unfolded", [args.flex],

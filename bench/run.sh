@@ -4,10 +4,11 @@
 # runs everything interleaved with the PyTorch and FAISS reference (bench/harness.py), then
 # profiles a flex training step (bench/profile_step.py).
 #
-#   bench/run.sh [--data DIR] [--rounds N] [--threads N] [--only train encode eval search]
+#   bench/run.sh [--data DIR] [--rounds N] [--threads N]
+#                [--only train encode backbone eval search]
 #
-# Writes bench/results/ (table.md, results.json, log.txt, profile.md). Takes about an hour on
-# a 2-core machine. Timings are for reading, never for CI.
+# Writes bench/results/ (table.md, results.json, log.txt, profile.md). Once the binaries are
+# built, it took 8 minutes on an idle 2-core machine. Timings are for reading, never for CI.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/env.sh

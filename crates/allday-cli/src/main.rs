@@ -20,9 +20,9 @@ use tracing_subscriber::EnvFilter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
-/// Tensor operations allocate and free buffers of megabytes many times per forward pass;
-/// mimalloc keeps them for reuse, where glibc's allocator returns them to the system each time
-/// (see BENCHMARKS.md).
+/// Tensor operations allocate and free buffers of megabytes many times per forward pass.
+/// mimalloc keeps them for reuse, while glibc's allocator returns them to the system each time
+/// (figures in BENCHMARKS.md).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -142,7 +142,7 @@ pub fn load_image(path: &Path, width: usize, height: usize, max_pixels: u64) -> 
     fit_image(&decode_image(path, max_pixels)?, path, width, height)
 }
 
-/// The resizing and cropping of [`load_image`], on an image decoded from `path`.
+/// Resizes and crops an image decoded from `path` as [`load_image`] does.
 pub fn fit_image(
     image: &DynamicImage,
     path: &Path,
@@ -204,7 +204,7 @@ where
             for item in items {
                 let produced = produce(item);
                 let failed = produced.is_err();
-                // A closed channel means that `consume` stopped early: nothing is left to do.
+                // A closed channel means that `consume` stopped early, so nothing is left to do.
                 if sender.send(produced).is_err() || failed {
                     break;
                 }
@@ -435,7 +435,7 @@ mod tests {
     }
 
     #[test]
-    fn prefetch_stops_at_the_first_error_of_either_side() {
+    fn prefetch_stops_at_first_error() {
         let produced = std::sync::atomic::AtomicUsize::new(0);
         let missing = |item: usize| Error::NoImages {
             path: PathBuf::from(format!("folder-{item}")),
@@ -461,7 +461,8 @@ mod tests {
         assert_eq!(consumed, [0, 1, 2]);
         assert_eq!(produced.load(std::sync::atomic::Ordering::SeqCst), 4);
 
-        // The consumer fails on its second item: the producer stops within the channel's slack.
+        // The consumer fails on its second item, and the producer stops within the channel's
+        // slack.
         produced.store(0, std::sync::atomic::Ordering::SeqCst);
         let error = prefetch(
             0..1000,

@@ -319,7 +319,7 @@ impl DoubleVae {
         self.decode_private(domain, self.decode_shared(latent))
     }
 
-    /// The shared decoder blocks, the first half of [`DoubleVae::decode`]. Their output serves
+    /// Runs the shared decoder blocks, the first half of [`DoubleVae::decode`]. Their output serves
     /// both domains' private decoders, so a latent decoded to both domains needs them once.
     ///
     /// `[batch, latent, h/4, w/4]` → `[batch, latent, h/4, w/4]`.
@@ -331,7 +331,7 @@ impl DoubleVae {
         x
     }
 
-    /// The private decoder of `domain` on the output of [`DoubleVae::decode_shared`].
+    /// Runs the private decoder of `domain` on the output of [`DoubleVae::decode_shared`].
     ///
     /// `[batch, latent, h/4, w/4]` → `[batch, 3, h, w]` in [0, 1].
     pub fn decode_private(&self, domain: Domain, features: Tensor<4>) -> Tensor<4> {

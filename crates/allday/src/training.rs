@@ -118,7 +118,7 @@ pub fn unit_losses(
     let latent_a = mean_a.clone() + noise(0, mean_a.dims());
     let latent_b = mean_b.clone() + noise(1, mean_b.dims());
 
-    // Each latent goes to both domains' decoders; the shared blocks run once for both.
+    // Each latent goes to both domains' decoders, and the shared blocks run once for both.
     let shared_a = model.decode_shared(latent_a);
     let shared_b = model.decode_shared(latent_b);
     let reconstructed_a = model.decode_private(Domain::A, shared_a.clone());

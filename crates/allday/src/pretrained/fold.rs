@@ -19,7 +19,7 @@ use burn::prelude::*;
 /// convolutions fold alike, since the weights' first axis is the output channel.
 pub fn fold_batch_norm(mut conv: Conv2d, norm: &BatchNorm) -> Conv2d {
     let [channels, ..] = conv.weight.dims();
-    // [channels]: running statistics are read synchronised, since burn's lag one update.
+    // [channels]. burn's running statistics lag one update, so they are read with `value_sync`.
     let mean = norm.running_mean.value_sync();
     let variance = norm.running_var.value_sync();
     let scale = norm.gamma.val() / variance.add_scalar(norm.epsilon).sqrt();
@@ -43,7 +43,7 @@ pub fn conv_forward(conv: &Conv2d, input: Tensor<4>) -> Tensor<4> {
     let Some(bias) = &conv.bias else {
         return conv.forward(input);
     };
-    // Cloning a module shares its tensors; nothing is copied.
+    // Cloning a module shares its tensors, so nothing is copied.
     let unbiased = Conv2d {
         bias: None,
         ..conv.clone()
@@ -74,7 +74,7 @@ mod tests {
         (a - b).abs().max().into_scalar()
     }
 
-    /// A batch norm whose four statistics differ per channel and from their initial values.
+    /// Builds a batch norm whose four statistics differ per channel and from their initial values.
     fn trained_norm(channels: usize, device: &Device) -> BatchNorm {
         let mut norm = BatchNormConfig::new(channels)
             .with_epsilon(1e-3)
@@ -125,7 +125,7 @@ mod tests {
     fn identity_batch_norm_leaves_outputs_unchanged() {
         let device = default_device();
         let conv = Conv2dConfig::new([3, 4], [1, 1]).init(&device);
-        // Fresh statistics: mean 0, variance 1, γ 1, β 0; ε is as small as burn allows.
+        // Fresh statistics are mean 0, variance 1, γ 1 and β 0. ε is as small as burn allows.
         let norm = BatchNormConfig::new(4).with_epsilon(1e-12).init(&device);
         let input = Tensor::<4>::random([1, 3, 4, 4], Distribution::Default, &device);
         let expected = conv.forward(input.clone());

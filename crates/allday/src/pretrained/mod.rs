@@ -102,7 +102,7 @@ pub enum Backbone {
 
 impl Backbone {
     /// Loads a network for inference, with its batch norms folded into the convolutions
-    /// ([`fold`]); a backbone only ever runs frozen.
+    /// ([`fold`]). A backbone only ever runs frozen.
     pub fn load(network: Network, weights: &Path, device: &Device) -> Result<Backbone> {
         Ok(match network {
             Network::EfficientNetLite0 => Backbone::EfficientNetLite0(Box::new(
@@ -186,7 +186,8 @@ pub fn network_input(path: &Path, max_pixels: u64) -> Result<NetworkInput> {
     })
 }
 
-/// Decodes and preprocesses a batch of images in parallel; returns them beside their entries.
+/// Decodes and preprocesses a batch of images in parallel and returns them beside their
+/// entries.
 fn network_inputs(
     entries: &[ImageEntry],
     max_pixels: u64,
