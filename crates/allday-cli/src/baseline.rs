@@ -14,7 +14,7 @@ use allday::evaluation::run::{
 };
 use allday::pooling::{GEM_P, Pooling};
 use allday::pretrained::{Backbone, Network};
-use allday::weighting::WeightsFile;
+use allday::weighting::{WeightsFile, triplet_run_config};
 use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
 
@@ -230,15 +230,11 @@ pub fn compare(args: CompareArgs) -> Result<()> {
             Some(source) => {
                 let backbone = load_backbone(source.network, Some(&source.weights))?;
                 // The offsets the weights were trained for, from their triplet run.
-                let max_shift = match path.parent() {
-                    Some(dir) if allday::checkpoint::has_checkpoints(dir)? => {
-                        Checkpoint::open_network_for_resume(dir, allday::weighting::NETWORK)?
-                            .config
-                            .evaluation
-                            .max_shift
-                    }
-                    _ => max_shift,
+                let run_config = match path.parent() {
+                    Some(dir) => triplet_run_config(dir)?,
+                    None => None,
                 };
+                let max_shift = run_config.map_or(max_shift, |run| run.evaluation.max_shift);
                 let name = format!(
                     "allday {} weighted d{}",
                     source.network.short_name(),

@@ -11,7 +11,7 @@ use allday::evaluation::run::{
 };
 use allday::evaluation::{GroundTruth, write_ranked_matches};
 use allday::pretrained::Backbone;
-use allday::weighting::{BackboneSource, NETWORK, WeightsFile};
+use allday::weighting::{BackboneSource, WeightsFile, triplet_run_config};
 use anyhow::{Context, Result, bail};
 use clap::Args;
 
@@ -90,10 +90,8 @@ impl Subject {
                     (None, None) => None,
                 };
                 let config = match run_dir {
-                    Some(dir) if allday::checkpoint::has_checkpoints(&dir)? => Some(Box::new(
-                        Checkpoint::open_network_for_resume(&dir, NETWORK)?.config,
-                    )),
-                    _ => None,
+                    Some(dir) => triplet_run_config(&dir)?.map(Box::new),
+                    None => None,
                 };
                 Ok(Subject::Backbone {
                     weights,

@@ -5,16 +5,9 @@
 //! `models/efficientnet_lite0`); `ALLDAY_GARDENS_POINT` may name another Gardens Point folder.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
-fn allday(args: &[&str], dir: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_allday"))
-        .args(args)
-        .current_dir(dir)
-        .env("RUST_LOG", "warn")
-        .output()
-        .expect("the allday binary runs")
-}
+mod common;
+use common::allday;
 
 fn shared() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared")

@@ -1,16 +1,10 @@
 //! `allday baseline` on generated image folders, and its errors about weights files.
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
-fn allday(args: &[&str], dir: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_allday"))
-        .args(args)
-        .current_dir(dir)
-        .env("RUST_LOG", "warn")
-        .output()
-        .expect("the allday binary runs")
-}
+mod common;
+use common::allday;
 
 /// Writes 8 day and 8 night images of 64×48 pixels; frame i shows stripes at angle i in both,
 /// the night ones darker.

@@ -14,6 +14,7 @@ mod training;
 
 pub use training::{
     BackboneSource, FeatureSource, NETWORK, TripletData, TripletEpoch, TripletTrainer, WeightsFile,
+    triplet_run_config,
 };
 
 use std::collections::HashMap;
