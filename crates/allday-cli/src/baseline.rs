@@ -18,6 +18,7 @@ use allday::weighting::{WeightsFile, triplet_run_config};
 use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
 
+use crate::eval::{EvaluationSet, EvaluationSetArgs};
 use crate::init_logging;
 
 /// Width and height the image sets are loaded at when only their file list is needed: every
@@ -101,21 +102,8 @@ pub struct CompareArgs {
     /// Channel weights from `allday train-triplet`; adds the weighted embedding.
     #[arg(long, value_name = "FILE")]
     weights: Option<PathBuf>,
-    /// Data root holding the database and query folders [default: the run's data.root].
-    #[arg(long, value_name = "DIR")]
-    data: Option<PathBuf>,
-    /// Database folder, relative to the data root [default: the run's evaluation.database].
-    #[arg(long)]
-    database: Option<String>,
-    /// Query folder, relative to the data root [default: the run's evaluation.queries].
-    #[arg(long)]
-    queries: Option<String>,
-    /// Places kept in both sets, START..END [default: the run's evaluation.places].
-    #[arg(long, value_name = "START..END")]
-    places: Option<PlaceRange>,
-    /// Frame tolerance of a true match [default: the run's evaluation.tolerance].
-    #[arg(long)]
-    tolerance: Option<usize>,
+    #[command(flatten)]
+    set: EvaluationSetArgs,
     /// EfficientNet-Lite0 weights [default:
     /// ../shared/models/efficientnet_lite0/efficientnet-lite0-57934424.pth].
     #[arg(long, value_name = "PATH")]
@@ -193,15 +181,12 @@ pub fn compare(args: CompareArgs) -> Result<()> {
     let device = default_device();
     let checkpoint = Checkpoint::open(&args.run)?;
     let config = &checkpoint.config;
-    let evaluation = &config.evaluation;
-    let root = args
-        .data
-        .clone()
-        .unwrap_or_else(|| config.data.root.clone());
-    let database = root.join(args.database.as_deref().unwrap_or(&evaluation.database));
-    let queries = root.join(args.queries.as_deref().unwrap_or(&evaluation.queries));
-    let places = args.places.unwrap_or(evaluation.places);
-    let tolerance = args.tolerance.unwrap_or(evaluation.tolerance);
+    let EvaluationSet {
+        database,
+        queries,
+        places,
+        tolerance,
+    } = args.set.resolve(config);
     let ground_truth = GroundTruth::Frames { tolerance };
     let margin = config.triplet.margin;
 

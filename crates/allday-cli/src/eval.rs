@@ -17,27 +17,60 @@ use clap::Args;
 
 use crate::init_logging;
 
+/// The images and ground truth of an evaluation, each defaulting to the run's config.
+#[derive(Args, Debug)]
+pub struct EvaluationSetArgs {
+    /// Data root holding the database and query folders [default: the run's data.root].
+    #[arg(long, value_name = "DIR")]
+    data: Option<PathBuf>,
+    /// Database folder (day, domain A), relative to the data root [default: the run's
+    /// evaluation.database].
+    #[arg(long)]
+    database: Option<String>,
+    /// Query folder (night, domain B), relative to the data root [default: the run's
+    /// evaluation.queries].
+    #[arg(long)]
+    queries: Option<String>,
+    /// Places (frame indices) kept in both sets, START..END [default: the run's
+    /// evaluation.places].
+    #[arg(long, value_name = "START..END")]
+    places: Option<PlaceRange>,
+    /// A database image within this many frames of the query is a true match [default: the
+    /// run's evaluation.tolerance].
+    #[arg(long)]
+    tolerance: Option<usize>,
+}
+
+/// An evaluation's folders, places and frame tolerance, with the defaults filled in.
+pub struct EvaluationSet {
+    pub database: PathBuf,
+    pub queries: PathBuf,
+    pub places: PlaceRange,
+    pub tolerance: usize,
+}
+
+impl EvaluationSetArgs {
+    /// Fills what was not passed from `config`.
+    pub fn resolve(&self, config: &Config) -> EvaluationSet {
+        let evaluation = &config.evaluation;
+        let root = self.data.as_ref().unwrap_or(&config.data.root);
+        EvaluationSet {
+            database: root.join(self.database.as_deref().unwrap_or(&evaluation.database)),
+            queries: root.join(self.queries.as_deref().unwrap_or(&evaluation.queries)),
+            places: self.places.unwrap_or(evaluation.places),
+            tolerance: self.tolerance.unwrap_or(evaluation.tolerance),
+        }
+    }
+}
+
 #[derive(Args, Debug)]
 pub struct EvalArgs {
     /// Run directory (its newest checkpoint) or one checkpoint directory. Not needed for
     /// --weights learned on a pretrained backbone, whose triplet run directory it may name.
     #[arg(long, value_name = "PATH")]
     run: Option<PathBuf>,
-    /// Data root holding the database and query folders [default: the run's data.root].
-    #[arg(long, value_name = "DIR")]
-    data: Option<PathBuf>,
-    /// Database folder (day, domain A), relative to the data root.
-    #[arg(long)]
-    database: Option<String>,
-    /// Query folder (night, domain B), relative to the data root.
-    #[arg(long)]
-    queries: Option<String>,
-    /// Places (frame indices) kept in both sets, START..END.
-    #[arg(long, value_name = "START..END")]
-    places: Option<PlaceRange>,
-    /// A database image within this many frames of the query is a true match.
-    #[arg(long)]
-    tolerance: Option<usize>,
+    #[command(flatten)]
+    set: EvaluationSetArgs,
     /// CSV of `query,match[,match…]` rows, paths relative to the CSV's folder, to use instead
     /// of frame tolerance. A first row whose first field is `query` is a header.
     #[arg(long, value_name = "CSV", conflicts_with = "tolerance")]
@@ -196,18 +229,15 @@ pub fn run(args: EvalArgs) -> Result<()> {
     let subject = Subject::open(&args)?;
     let config = subject.config();
     let evaluation = &config.evaluation;
-    let root = args
-        .data
-        .clone()
-        .unwrap_or_else(|| config.data.root.clone());
-    let database = root.join(args.database.as_deref().unwrap_or(&evaluation.database));
-    let queries = root.join(args.queries.as_deref().unwrap_or(&evaluation.queries));
-    let places = args.places.unwrap_or(evaluation.places);
+    let EvaluationSet {
+        database,
+        queries,
+        places,
+        tolerance,
+    } = args.set.resolve(&config);
     let ground_truth = match &args.ground_truth {
         Some(path) => GroundTruth::from_csv(path)?,
-        None => GroundTruth::Frames {
-            tolerance: args.tolerance.unwrap_or(evaluation.tolerance),
-        },
+        None => GroundTruth::Frames { tolerance },
     };
     for (name, range) in [
         ("training", config.data.train_places),

@@ -28,7 +28,7 @@ use crate::pretrained::Network;
 /// Name of the channel weights' files in a triplet checkpoint.
 pub const NETWORK: &str = "channel-weights";
 
-/// Returns the config of the triplet run in `run_dir`, or `None` when `run_dir` holds no
+/// Returns the config of the triplet run in `run_dir`, or `None` when `run_dir` contains no
 /// checkpoints (for example the folder of a weights file copied elsewhere).
 pub fn triplet_run_config(run_dir: &Path) -> Result<Option<Config>> {
     if !checkpoint::has_checkpoints(run_dir)? {
