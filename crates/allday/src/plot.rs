@@ -148,12 +148,15 @@ pub fn bar_chart(
     let (low, high) = finite_range(bars.iter().map(|bar| bar.1).chain([0.0]));
     let pad = (high - low) * 0.05;
     let count = bars.len().max(1);
+    // Space before the first bar, which the y axis would otherwise cover when a bar is narrower
+    // than a pixel (a chart of over a thousand channels).
+    let left = (count as f64 * 0.01).max(0.5);
     let mut chart = ChartBuilder::on(area)
         .caption(title, (FAMILY, 20))
         .margin(14)
         .x_label_area_size(44)
         .y_label_area_size(72)
-        .build_cartesian_2d(0.0..count as f64, (low - pad)..(high + pad))
+        .build_cartesian_2d(-left..count as f64, (low - pad)..(high + pad))
         .map_err(&error)?;
     let label_every = label_every.max(1);
     chart
@@ -161,6 +164,9 @@ pub fn bar_chart(
         .disable_x_mesh()
         .x_labels(count.div_ceil(label_every).min(40))
         .x_label_formatter(&|x| {
+            if *x < 0.0 {
+                return String::new();
+            }
             let index = x.floor() as usize;
             bars.get(index)
                 .filter(|_| index.is_multiple_of(label_every))
