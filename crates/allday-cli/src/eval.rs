@@ -126,6 +126,14 @@ impl Subject {
                     Some(dir) => triplet_run_config(&dir)?.map(Box::new),
                     None => None,
                 };
+                if let (Some(run), None) = (&args.run, &config) {
+                    bail!(
+                        "{} is not a triplet run directory (it lacks source.json or checkpoints), but the weights in {} were learned on {}; pass the directory they were trained in as --run, or leave --run out",
+                        run.display(),
+                        args.weights.as_deref().unwrap_or(Path::new("")).display(),
+                        source.network
+                    );
+                }
                 Ok(Subject::Backbone {
                     weights,
                     source,

@@ -162,6 +162,8 @@ impl Source {
         let path = weights
             .map(Path::to_path_buf)
             .unwrap_or_else(|| network.default_weights());
+        // The run records this path, so it must lead to the file from any folder.
+        let path = path.canonicalize().unwrap_or(path);
         tracing::info!("loading {network} weights from {}", path.display());
         let backbone = Backbone::load(network, &path, device)
             .with_context(|| format!("cannot load {network}"))?;
@@ -257,6 +259,11 @@ pub fn train_triplet(args: TrainTripletArgs) -> Result<()> {
             if let Some(root) = &args.data {
                 config.data.root = root.clone();
             }
+            // An absolute root lets `eval`, `channels` and `--resume` find the data from any
+            // folder.
+            if let Ok(root) = config.data.root.canonicalize() {
+                config.data.root = root;
+            }
             Source::backbone(network, args.backbone_weights.as_deref(), config, &device)?
         }
         (None, None) => bail!("pass --from RUN or --backbone NETWORK"),
@@ -283,6 +290,14 @@ pub fn train_triplet(args: TrainTripletArgs) -> Result<()> {
     if !args.resume && allday::checkpoint::has_checkpoints(&run_dir)? {
         bail!(
             "{} already contains a triplet run; continue it with --resume or pass another --run-dir",
+            run_dir.display()
+        );
+    }
+    // A new run writes source.json and metrics.csv, which must not replace the user's files.
+    let occupied = std::fs::read_dir(&run_dir).is_ok_and(|mut entries| entries.next().is_some());
+    if !args.resume && occupied {
+        bail!(
+            "{} is not empty and holds no triplet run; pass a new or empty --run-dir",
             run_dir.display()
         );
     }
@@ -421,18 +436,38 @@ pub fn channels(args: ChannelsArgs) -> Result<()> {
     // Weights of a backbone were trained in a triplet run directory; those of stage-1 encoders
     // come from the stage-1 run.
     let mut config = match &file.backbone {
-        Some(_) => {
+        Some(weights_backbone) => {
             // A triplet run directory records its network in source.json.
-            if FeatureSource::read(&args.run).is_err() {
+            let run_network = FeatureSource::read(&args.run)
+                .ok()
+                .and_then(|source| source.backbone)
+                .map(|backbone| backbone.network);
+            if run_network != Some(weights_backbone.network) {
                 bail!(
-                    "{} contains weights of a pretrained network, and {} is not the triplet run directory they were trained in (it has no readable source.json); pass that directory as --run",
+                    "{} contains weights of {}, and {} is not the triplet run directory they were trained in (its source.json is missing or names another network); pass that directory as --run",
                     args.weights.display(),
+                    weights_backbone.network,
                     args.run.display()
                 );
             }
             Checkpoint::open_network_for_resume(&args.run, allday::weighting::NETWORK)?.config
         }
-        None => Checkpoint::open(&args.run)?.config,
+        None => {
+            // A triplet run on a pretrained network records it in source.json.
+            if let Ok(FeatureSource {
+                backbone: Some(backbone),
+                ..
+            }) = FeatureSource::read(&args.run)
+            {
+                bail!(
+                    "{} contains weights of the stage-1 encoders, but {} is a triplet run on {}; pass the stage-1 run the weights were learned on as --run",
+                    args.weights.display(),
+                    args.run.display(),
+                    backbone.network
+                );
+            }
+            Checkpoint::open(&args.run)?.config
+        }
     };
     if let Some(root) = &args.data {
         config.data.root = root.clone();

@@ -79,19 +79,21 @@ tolerance = 1
     .unwrap();
 
     let run_dir = dir.join("run");
+    // A path relative to the weights' folder: the run must record where the file really is,
+    // because later commands run from other folders.
     let output = allday(
         &[
             "train-triplet",
             "--backbone",
             "efficientnet-lite0",
             "--backbone-weights",
-            weights.to_str().unwrap(),
+            weights.file_name().unwrap().to_str().unwrap(),
             "--config",
             config.to_str().unwrap(),
             "--run-dir",
             run_dir.to_str().unwrap(),
         ],
-        dir,
+        weights.parent().unwrap(),
     );
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{stderr}");
@@ -157,6 +159,55 @@ tolerance = 1
     let baseline = figures(&baseline_report, "EffNet-Lite0 spatial");
     assert_eq!(unweighted.0, baseline.0, "Recall@1");
     assert!((unweighted.1 - baseline.1).abs() < 1e-6, "PR-AUC");
+
+    // A --run that is not the weights' triplet run is named as such, for eval and channels.
+    let other = dir.join("other");
+    std::fs::create_dir(&other).unwrap();
+    for command in ["eval", "channels"] {
+        let output = allday(
+            &[
+                command,
+                "--run",
+                other.to_str().unwrap(),
+                "--weights",
+                weights_file.to_str().unwrap(),
+            ],
+            dir,
+        );
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{command}: {stderr}");
+        assert!(stderr.contains("not"), "{command}: {stderr}");
+        assert!(
+            stderr.contains("triplet run directory"),
+            "{command}: {stderr}"
+        );
+    }
+
+    // A new run does not write into a folder that holds the user's files.
+    let occupied = dir.join("occupied");
+    std::fs::create_dir(&occupied).unwrap();
+    std::fs::write(occupied.join("metrics.csv"), "mine\n").unwrap();
+    let output = allday(
+        &[
+            "train-triplet",
+            "--backbone",
+            "efficientnet-lite0",
+            "--backbone-weights",
+            weights.to_str().unwrap(),
+            "--config",
+            config.to_str().unwrap(),
+            "--run-dir",
+            occupied.to_str().unwrap(),
+        ],
+        dir,
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(stderr.contains("is not empty"), "{stderr}");
+    assert_eq!(
+        std::fs::read_to_string(occupied.join("metrics.csv")).unwrap(),
+        "mine\n"
+    );
 }
 
 #[test]

@@ -17,6 +17,10 @@ use crate::error::{Error, Result};
 const IMAGE_EXTENSIONS: [&str; 3] = ["jpg", "jpeg", "png"];
 
 /// Lists the images of a folder sorted by file name; the index in the list is the frame index.
+///
+/// Every entry with an image extension is listed, a dangling link or a folder named `x.jpg`
+/// included. Such an entry fails to decode, with an error naming it, instead of silently
+/// shifting the frame index of every later image.
 pub fn list_images(folder: &Path) -> Result<Vec<PathBuf>> {
     if !folder.is_dir() {
         return Err(Error::MissingFolder {
@@ -35,7 +39,7 @@ pub fn list_images(folder: &Path) -> Result<Vec<PathBuf>> {
                     .iter()
                     .any(|known| extension.eq_ignore_ascii_case(known))
             });
-        if is_image && path.is_file() {
+        if is_image {
             images.push(path);
         }
     }
@@ -661,6 +665,28 @@ mod tests {
             assert_eq!(&thumbnails[index * size..(index + 1) * size], &expected[..]);
             assert!(expected.iter().any(|value| value.abs() > 0.5));
         }
+    }
+
+    #[test]
+    fn entry_that_is_no_file_keeps_frames() {
+        let folder = tempfile::tempdir().unwrap();
+        write_png(&folder.path().join("000.png"), 8, 4, false);
+        std::fs::create_dir(folder.path().join("001.jpg")).unwrap();
+        write_png(&folder.path().join("002.png"), 8, 4, false);
+        let folders = [folder.path().to_path_buf()];
+        let places = PlaceRange { start: 0, end: 3 };
+
+        assert_eq!(list_images(folder.path()).unwrap().len(), 3);
+        let error = ImageSet::load(&folders, places, 4, 4, LoadOptions::default()).unwrap_err();
+        assert!(error.to_string().contains("001.jpg"), "{error}");
+
+        let skip = LoadOptions {
+            unreadable: UnreadableImages::Skip,
+            ..LoadOptions::default()
+        };
+        let set = ImageSet::load(&folders, places, 4, 4, skip).unwrap();
+        let frames: Vec<_> = set.entries.iter().map(|entry| entry.frame).collect();
+        assert_eq!(frames, [0, 2]);
     }
 
     #[test]

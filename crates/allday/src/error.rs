@@ -104,7 +104,7 @@ pub enum Error {
     Weights { path: PathBuf, message: String },
 
     #[error(
-        "pretrained weights file not found: {path} (pass the file with --weights; see the README for where to get it)"
+        "pretrained weights file not found: {path} (pass the file with --weights to `baseline` or --backbone-weights to `train-triplet`; see the README for where to get it)"
     )]
     WeightsNotFound { path: PathBuf },
 

@@ -28,10 +28,11 @@ use crate::pretrained::Network;
 /// Name of the channel weights' files in a triplet checkpoint.
 pub const NETWORK: &str = "channel-weights";
 
-/// Returns the config of the triplet run in `run_dir`, or `None` when `run_dir` contains no
-/// checkpoints (for example the folder of a weights file copied elsewhere).
+/// Returns the config of the triplet run in `run_dir`, or `None` when `run_dir` is no triplet
+/// run: it lacks checkpoints or the `source.json` of one (for example the folder of a weights
+/// file copied elsewhere, or a stage-1 run).
 pub fn triplet_run_config(run_dir: &Path) -> Result<Option<Config>> {
-    if !checkpoint::has_checkpoints(run_dir)? {
+    if !run_dir.join(SOURCE_FILE).is_file() || !checkpoint::has_checkpoints(run_dir)? {
         return Ok(None);
     }
     Ok(Some(
