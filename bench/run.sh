@@ -17,9 +17,15 @@ VENV="${ALLDAY_BENCH_VENV:-$HOME/.cache/allday-bench-venv}"
 [[ -x "$VENV/bin/python" ]] || bash bench/setup.sh
 DATA="$(realpath ../shared/data/gardens_point 2>/dev/null || true)"
 ARGS=()
+# The cases of --only; all of them by default.
+ONLY=" train encode backbone eval search "
 while [[ $# -gt 0 ]]; do
     case "$1" in
         --data) DATA="$(realpath "$2")"; shift 2 ;;
+        --only)
+            ARGS+=("$1"); shift
+            ONLY=" "
+            while [[ $# -gt 0 && "$1" != --* ]]; do ONLY+="$1 "; ARGS+=("$1"); shift; done ;;
         *) ARGS+=("$1"); shift ;;
     esac
 done
@@ -45,7 +51,7 @@ fi
 
 # `allday eval` needs a checkpoint; its cost does not depend on how long it was trained.
 EVAL_RUN=bench/results/eval-run
-if [[ ! -d "$EVAL_RUN/checkpoints" ]]; then
+if [[ "$ONLY" == *" eval "* && ! -d "$EVAL_RUN/checkpoints" ]]; then
     rm -rf "$EVAL_RUN"
     "$BIN_DIR/allday-flex" train --config configs/quick.toml --data "$DATA" --epochs 1 \
         --out "$EVAL_RUN" > bench/results/eval-run.log 2>&1
@@ -53,4 +59,7 @@ fi
 
 "$VENV/bin/python" bench/harness.py --flex "$BIN_DIR/allday-bench-flex" "${TCH[@]}" \
     --allday-flex "$BIN_DIR/allday-flex" --eval-run "$EVAL_RUN" --data "$DATA" "${ARGS[@]}"
-"$VENV/bin/python" bench/profile_step.py --flex "$BIN_DIR/allday-bench-flex" --data "$DATA"
+# The profile covers a training step and EfficientNet-Lite0 inference.
+if [[ "$ONLY" == *" train "* || "$ONLY" == *" backbone "* ]]; then
+    "$VENV/bin/python" bench/profile_step.py --flex "$BIN_DIR/allday-bench-flex" --data "$DATA"
+fi

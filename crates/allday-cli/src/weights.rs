@@ -297,7 +297,7 @@ pub fn train_triplet(args: TrainTripletArgs) -> Result<()> {
     let occupied = std::fs::read_dir(&run_dir).is_ok_and(|mut entries| entries.next().is_some());
     if !args.resume && occupied {
         bail!(
-            "{} is not empty and holds no triplet run; pass a new or empty --run-dir",
+            "{} is not empty and contains no triplet run; pass a new or empty --run-dir",
             run_dir.display()
         );
     }

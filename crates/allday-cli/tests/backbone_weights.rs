@@ -183,7 +183,7 @@ tolerance = 1
         );
     }
 
-    // A new run does not write into a folder that holds the user's files.
+    // A new run does not write into a folder that contains the user's files.
     let occupied = dir.join("occupied");
     std::fs::create_dir(&occupied).unwrap();
     std::fs::write(occupied.join("metrics.csv"), "mine\n").unwrap();

@@ -24,7 +24,9 @@ pub enum Error {
     #[error("none of the {skipped} images in {folder} could be read (all were skipped)")]
     NoReadableImages { folder: PathBuf, skipped: usize },
 
-    #[error("cannot read image {path}: {source}")]
+    #[error(
+        "cannot read image {path}: {source} (replace or remove the file; in a dataset, data.unreadable_images = \"skip\" leaves such files out)"
+    )]
     Image {
         path: PathBuf,
         #[source]
@@ -204,6 +206,9 @@ pub enum Error {
         "{path} is not an allday index (no manifest.json, but other files); choose a new --out or an empty folder"
     )]
     NotAnIndex { path: PathBuf },
+
+    #[error("index {path} not found; build one with `allday index --out {path} …`")]
+    IndexNotFound { path: PathBuf },
 
     #[error("index {path} is damaged: {message}; build it again with `allday index`")]
     InvalidIndex { path: PathBuf, message: String },

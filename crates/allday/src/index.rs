@@ -554,6 +554,11 @@ impl DescriptorIndex {
     /// Reads the manifest of the index at `path` and checks that its shards are complete.
     pub fn open(path: &Path) -> Result<DescriptorIndex> {
         let manifest_path = path.join(MANIFEST);
+        if !path.is_dir() {
+            return Err(Error::IndexNotFound {
+                path: path.to_path_buf(),
+            });
+        }
         if !manifest_path.is_file() {
             return Err(Error::InvalidIndex {
                 path: path.to_path_buf(),

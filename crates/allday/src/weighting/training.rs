@@ -476,13 +476,12 @@ impl WeightsFile {
 
     pub fn load(path: &Path) -> Result<WeightsFile> {
         let text = std::fs::read_to_string(path).map_err(|source| Error::io(path, source))?;
-        let file: WeightsFile =
-            serde_json::from_str(&text).map_err(|error| Error::InvalidCheckpoint {
-                path: path.to_path_buf(),
-                message: error.to_string(),
-            })?;
+        let file: WeightsFile = serde_json::from_str(&text).map_err(|error| Error::Weights {
+            path: path.to_path_buf(),
+            message: error.to_string(),
+        })?;
         if file.weights.len() != file.depth || file.depth == 0 {
-            return Err(Error::InvalidCheckpoint {
+            return Err(Error::Weights {
                 path: path.to_path_buf(),
                 message: format!(
                     "{} weight vectors for depth {}",
