@@ -294,8 +294,11 @@ pub fn train_triplet(args: TrainTripletArgs) -> Result<()> {
         );
     }
     // A new run writes source.json and metrics.csv, which must not replace the user's files.
+    // A folder that a run on the same features left before its first checkpoint is reused.
     let occupied = std::fs::read_dir(&run_dir).is_ok_and(|mut entries| entries.next().is_some());
-    if !args.resume && occupied {
+    let left_by_same_source =
+        FeatureSource::read(&run_dir).is_ok_and(|existing| existing == source.source);
+    if !args.resume && occupied && !left_by_same_source {
         bail!(
             "{} is not empty and contains no triplet run; pass a new or empty --run-dir",
             run_dir.display()

@@ -208,6 +208,28 @@ tolerance = 1
         std::fs::read_to_string(occupied.join("metrics.csv")).unwrap(),
         "mine\n"
     );
+
+    // A folder left by a run on the same features before its first checkpoint is reused.
+    let interrupted = dir.join("interrupted");
+    std::fs::create_dir(&interrupted).unwrap();
+    std::fs::copy(run_dir.join("source.json"), interrupted.join("source.json")).unwrap();
+    let output = allday(
+        &[
+            "train-triplet",
+            "--backbone",
+            "efficientnet-lite0",
+            "--backbone-weights",
+            weights.to_str().unwrap(),
+            "--config",
+            config.to_str().unwrap(),
+            "--run-dir",
+            interrupted.to_str().unwrap(),
+        ],
+        dir,
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(interrupted.join("channel-weights-d1.json").is_file());
 }
 
 #[test]
