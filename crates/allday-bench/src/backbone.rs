@@ -46,8 +46,8 @@ pub struct BackboneArgs {
 }
 
 /// Times the last `depth` layer outputs of EfficientNet-Lite0 on `[batch, 3, height, width]`
-/// normal noise (ImageNet-normalised images have unit variance); the time covers the forward
-/// pass and the copy of every output to the host.
+/// normal noise, which has the unit variance of ImageNet-normalised images. The time covers
+/// the forward pass and the copy of every output to the host.
 pub fn run(args: &BackboneArgs) -> Result<Value> {
     let device = default_device();
     device.seed(42);

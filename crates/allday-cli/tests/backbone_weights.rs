@@ -183,24 +183,28 @@ tolerance = 1
         );
     }
 
+    let train_into = |run_dir: &Path| {
+        allday(
+            &[
+                "train-triplet",
+                "--backbone",
+                "efficientnet-lite0",
+                "--backbone-weights",
+                weights.to_str().unwrap(),
+                "--config",
+                config.to_str().unwrap(),
+                "--run-dir",
+                run_dir.to_str().unwrap(),
+            ],
+            dir,
+        )
+    };
+
     // A new run does not write into a folder that contains the user's files.
     let occupied = dir.join("occupied");
     std::fs::create_dir(&occupied).unwrap();
     std::fs::write(occupied.join("metrics.csv"), "mine\n").unwrap();
-    let output = allday(
-        &[
-            "train-triplet",
-            "--backbone",
-            "efficientnet-lite0",
-            "--backbone-weights",
-            weights.to_str().unwrap(),
-            "--config",
-            config.to_str().unwrap(),
-            "--run-dir",
-            occupied.to_str().unwrap(),
-        ],
-        dir,
-    );
+    let output = train_into(&occupied);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success(), "{stderr}");
     assert!(stderr.contains("is not empty"), "{stderr}");
@@ -213,20 +217,7 @@ tolerance = 1
     let interrupted = dir.join("interrupted");
     std::fs::create_dir(&interrupted).unwrap();
     std::fs::copy(run_dir.join("source.json"), interrupted.join("source.json")).unwrap();
-    let output = allday(
-        &[
-            "train-triplet",
-            "--backbone",
-            "efficientnet-lite0",
-            "--backbone-weights",
-            weights.to_str().unwrap(),
-            "--config",
-            config.to_str().unwrap(),
-            "--run-dir",
-            interrupted.to_str().unwrap(),
-        ],
-        dir,
-    );
+    let output = train_into(&interrupted);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{stderr}");
     assert!(interrupted.join("channel-weights-d1.json").is_file());

@@ -92,6 +92,14 @@ fn efficientnet_lite0_reproduces_reference_logits() {
         difference < 1e-3,
         "largest folded logit difference {difference}"
     );
+    // Folding a folded network keeps every layer, the expansion convolutions included.
+    let refolded_logits: Vec<f32> = folded
+        .fold_batch_norm()
+        .forward(reference_input(&device))
+        .into_data()
+        .try_to_vec()
+        .unwrap();
+    assert_eq!(refolded_logits, folded_logits);
 
     let mut order: Vec<usize> = (0..1000).collect();
     order.sort_by(|&a, &b| logits[b].total_cmp(&logits[a]));

@@ -118,8 +118,12 @@ impl MbConvBlock {
 
     /// Folds each batch norm into the convolution before it, for inference only.
     pub fn fold_batch_norm(mut self) -> Self {
-        if let (Some(conv), Some(norm)) = (self.expand_conv.take(), self.bn0.take()) {
-            self.expand_conv = Some(fold_batch_norm(conv, &norm));
+        // Without bn0 the block has no expansion or is folded already; either way it stays.
+        if let Some(norm) = self.bn0.take() {
+            self.expand_conv = self
+                .expand_conv
+                .take()
+                .map(|conv| fold_batch_norm(conv, &norm));
         }
         if let Some(norm) = self.bn1.take() {
             self.depthwise_conv = fold_batch_norm(self.depthwise_conv, &norm);
